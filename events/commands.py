@@ -1,0 +1,214 @@
+"""Input commands: the wire contract of ``spec/contract.md``, one msgspec struct per ``type``.
+
+Every struct carries an explicit, stable wire tag (the contract's ``type``), never one derived
+from a module path. Decimal quantities travel as JSON strings: the fields typed :data:`DecStr`
+accept only a plain non-negative decimal string (``"62961.4"``); a JSON number, ``"1e5"``,
+``"NaN"`` or ``"-1"`` is refused by the decoder, with the field's path in the message.
+Conversion to :class:`decimal.Decimal` happens once, in ``engine.core.validate``.
+
+Field names are the contract's (OKX API v5 names where one exists), hence camelCase.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+#: A non-negative decimal written as a string: digits, optionally a dot and more digits.
+DecStr = Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]{0,29})(\.[0-9]{1,30})?$")]
+#: Idempotency key written by the command's producer.
+CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: Account, asset, instrument and client order identifiers.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: Milliseconds since the Unix epoch (UTC), set by the writer; the engine's only clock.
+TimestampMs = Annotated[int, msgspec.Meta(ge=0)]
+
+Side = Literal["buy", "sell"]
+OrdType = Literal["limit", "market", "post_only", "ioc", "fok"]
+TdMode = Literal["cash", "cross", "isolated"]
+MgnMode = Literal["cross", "isolated"]
+PosSide = Literal["net", "long", "short"]
+InstType = Literal["SPOT", "SWAP"]
+
+
+class _Command(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    ts: TimestampMs
+    #: Required on every command but ``mark_price`` and ``accrue_interest`` (checked in
+    #: ``engine.core.validate``, which names the field).
+    id: CommandId | None = None
+
+
+class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One row of an instrument's tier table.
+
+    SPOT rows carry ``maxBorrowBase``/``maxBorrowQuote`` (OKX spot tiers by borrowed amount);
+    SWAP rows carry ``maxSz`` in contracts (OKX derivatives tiers by position size). Which
+    fields are required is checked against ``instType`` by ``engine.core.validate``.
+    """
+
+    tier: Annotated[int, msgspec.Meta(ge=1)]
+    mmr: DecStr
+    imr: DecStr
+    maxLever: DecStr
+    maxBorrowBase: DecStr | None = None
+    maxBorrowQuote: DecStr | None = None
+    maxSz: DecStr | None = None
+
+
+class ListAsset(_Command, tag="list_asset"):
+    ccy: Name
+    decimals: Annotated[int, msgspec.Meta(ge=0, le=18)]
+
+
+class ListInstrument(_Command, tag="list_instrument"):
+    instId: Name
+    instType: InstType
+    tickSz: DecStr
+    lotSz: DecStr
+    minSz: DecStr
+    makerFee: Annotated[str, msgspec.Meta(pattern=r"^-?(0|[1-9][0-9]{0,5})(\.[0-9]{1,18})?$")]
+    takerFee: DecStr
+    maxLever: DecStr
+    tiers: list[Tier]
+    baseCcy: Name | None = None
+    quoteCcy: Name | None = None
+    settleCcy: Name | None = None
+    ctVal: DecStr | None = None
+    liqFee: DecStr | None = None
+    reduceMarginRatio: DecStr | None = None
+
+
+class SetInterestRate(_Command, tag="set_interest_rate"):
+    ccy: Name
+    dailyRate: DecStr
+
+
+class Deposit(_Command, tag="deposit"):
+    acct: Name
+    ccy: Name
+    amt: DecStr
+
+
+class Withdraw(_Command, tag="withdraw"):
+    acct: Name
+    ccy: Name
+    amt: DecStr
+
+
+class SetLeverage(_Command, tag="set_leverage"):
+    acct: Name
+    instId: Name
+    mgnMode: MgnMode
+    lever: DecStr
+    ccy: Name | None = None
+    posSide: PosSide | None = None
+
+
+class SetPositionMode(_Command, tag="set_position_mode"):
+    acct: Name
+    posMode: Literal["net_mode", "long_short_mode"]
+
+
+class PlaceOrder(_Command, tag="place_order"):
+    acct: Name
+    instId: Name
+    clOrdId: Name
+    side: Side
+    ordType: OrdType
+    sz: DecStr
+    tdMode: TdMode
+    px: DecStr | None = None
+    ccy: Name | None = None
+    reduceOnly: bool = False
+    posSide: PosSide | None = None
+
+
+class CancelOrder(_Command, tag="cancel_order"):
+    acct: Name
+    instId: Name
+    clOrdId: Name
+
+
+class Borrow(_Command, tag="borrow"):
+    acct: Name
+    ccy: Name
+    amt: DecStr
+
+
+class Repay(_Command, tag="repay"):
+    acct: Name
+    ccy: Name
+    amt: DecStr
+
+
+class AdjustMargin(_Command, tag="adjust_margin"):
+    acct: Name
+    instId: Name
+    posSide: PosSide
+    #: The contract names this field ``type``, which collides with the command tag ``type``;
+    #: it is ``action`` on the wire (docs/contract-notes.md).
+    action: Literal["add", "reduce"]
+    amt: DecStr
+    ccy: Name | None = None
+
+
+class ClosePosition(_Command, tag="close_position"):
+    acct: Name
+    instId: Name
+    mgnMode: MgnMode
+    posSide: PosSide | None = None
+    ccy: Name | None = None
+
+
+class MarkPrice(_Command, tag="mark_price"):
+    instId: Name
+    markPx: DecStr
+
+
+class AccrueInterest(_Command, tag="accrue_interest"):
+    pass
+
+
+class SettleFunding(_Command, tag="settle_funding"):
+    instId: Name
+    fundingRate: Annotated[str, msgspec.Meta(pattern=r"^-?(0|[1-9][0-9]{0,5})(\.[0-9]{1,18})?$")]
+
+
+Command = (
+    ListAsset
+    | ListInstrument
+    | SetInterestRate
+    | Deposit
+    | Withdraw
+    | SetLeverage
+    | SetPositionMode
+    | PlaceOrder
+    | CancelOrder
+    | Borrow
+    | Repay
+    | AdjustMargin
+    | ClosePosition
+    | MarkPrice
+    | AccrueInterest
+    | SettleFunding
+)
+
+COMMAND_TYPES: tuple[type[_Command], ...] = (
+    ListAsset,
+    ListInstrument,
+    SetInterestRate,
+    Deposit,
+    Withdraw,
+    SetLeverage,
+    SetPositionMode,
+    PlaceOrder,
+    CancelOrder,
+    Borrow,
+    Repay,
+    AdjustMargin,
+    ClosePosition,
+    MarkPrice,
+    AccrueInterest,
+    SettleFunding,
+)

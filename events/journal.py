@@ -1,0 +1,265 @@
+"""Output events: the journal of everything the engine decided.
+
+Each event is a past-tense fact with an explicit, stable wire tag (``"type"``). Events carry the
+exact amounts the engine decided (already rounded), so folding them (``engine.core.evolve``) needs
+no arithmetic choice of its own: the projections and the engine share that fold.
+
+The engine writes one :class:`Outcome` per input command: the command's dense sequence number
+``seq``, its ``ts`` and ``id``, and the events it produced in order. An event's identity is
+``(seq, index in events)``. ``docs/events.md`` lists every event, its fields and when it is
+emitted; keep the two in step.
+
+Amounts are :class:`~decimal.Decimal` and encode as JSON strings.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from events.commands import ListInstrument
+
+
+class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True):
+    pass
+
+
+# --- reference data ------------------------------------------------------------------------
+
+
+class AssetListed(_Event, tag="asset_listed"):
+    ccy: str
+    decimals: int
+
+
+class InstrumentListed(_Event, tag="instrument_listed"):
+    """The instrument as listed; the command's fields were validated before this was emitted."""
+
+    spec: ListInstrument
+
+
+class InterestRateSet(_Event, tag="interest_rate_set"):
+    ccy: str
+    dailyRate: Decimal
+
+
+class LeverageSet(_Event, tag="leverage_set"):
+    acct: str
+    instId: str
+    mgnMode: str
+    lever: Decimal
+
+
+class MarkPriceSet(_Event, tag="mark_price_set"):
+    instId: str
+    markPx: Decimal
+
+
+# --- funds ---------------------------------------------------------------------------------
+
+
+class Deposited(_Event, tag="deposited"):
+    acct: str
+    ccy: str
+    amt: Decimal
+
+
+class Withdrawn(_Event, tag="withdrawn"):
+    acct: str
+    ccy: str
+    amt: Decimal
+
+
+class Borrowed(_Event, tag="borrowed"):
+    """Cross-margin liability increased by ``amt``; ``auto`` when a margin order's fill needed it."""
+
+    acct: str
+    ccy: str
+    amt: Decimal
+    auto: bool
+
+
+class Repaid(_Event, tag="repaid"):
+    """Debt paid from the account's cash: ``interest`` first, then ``principal``.
+
+    ``reason``: ``manual`` (a ``repay`` command) or ``liquidation``.
+    """
+
+    acct: str
+    ccy: str
+    interest: Decimal
+    principal: Decimal
+    reason: str
+
+
+class InterestAccrued(_Event, tag="interest_accrued"):
+    """One hour of interest on ``liab`` at ``hourlyRate``, rounded up at the asset's precision."""
+
+    acct: str
+    ccy: str
+    liab: Decimal
+    hourlyRate: Decimal
+    amt: Decimal
+
+
+# --- orders and trades ---------------------------------------------------------------------
+
+
+class OrderAccepted(_Event, tag="order_accepted"):
+    """An order passed validation and margin checks; it now matches (and may then rest)."""
+
+    orderId: int
+    acct: str
+    instId: str
+    clOrdId: str
+    side: str
+    ordType: str
+    tdMode: str
+    px: Decimal | None
+    sz: Decimal
+    #: Quote (buy) or base (sell) frozen for a cash-mode limit order; 0 otherwise.
+    frozen: Decimal
+
+
+class OrderRejected(_Event, tag="order_rejected"):
+    acct: str
+    instId: str
+    clOrdId: str
+    reason: str
+    message: str
+
+
+class Traded(_Event, tag="traded"):
+    """One fill between a resting maker and an incoming taker, at the maker's price.
+
+    Fees are charged in the currency each side receives (buyer: base, seller: quote); a negative
+    fee is a rebate. ``liquidation`` marks a fill of a liquidation order.
+    """
+
+    tradeId: int
+    instId: str
+    px: Decimal
+    sz: Decimal
+    takerSide: str
+    makerOrderId: int
+    takerOrderId: int
+    makerAcct: str
+    takerAcct: str
+    makerFee: Decimal
+    takerFee: Decimal
+    liquidation: bool = False
+
+
+class OrderRested(_Event, tag="order_rested"):
+    """The unfilled remainder of an accepted order now rests on the book."""
+
+    orderId: int
+    sz: Decimal
+
+
+class OrderCanceled(_Event, tag="order_canceled"):
+    """An order's remaining size left the book or was never placed on it.
+
+    ``reason``: ``user``, ``ioc`` (unfilled remainder of ioc/market), ``fok`` (could not fill
+    in full), ``self_trade`` (resting order canceled by self-trade prevention), ``liquidation``.
+    """
+
+    orderId: int
+    acct: str
+    instId: str
+    clOrdId: str
+    remaining: Decimal
+    reason: str
+
+
+# --- risk ----------------------------------------------------------------------------------
+
+
+class MarginCallRaised(_Event, tag="margin_call_raised"):
+    """The account margin ratio fell to ≤ 300 % (first time, or again after recovering)."""
+
+    acct: str
+    mgnRatio: Decimal
+
+
+class MarginCallCleared(_Event, tag="margin_call_cleared"):
+    """The account margin ratio is back above 300 % (or the account has no debt left)."""
+
+    acct: str
+    mgnRatio: Decimal | None
+
+
+class LiquidationStarted(_Event, tag="liquidation_started"):
+    acct: str
+    mgnRatio: Decimal
+
+
+class InsuranceFundCovered(_Event, tag="insurance_fund_covered"):
+    """The insurance fund of ``ccy`` paid ``amt`` of a liquidated account's remaining debt."""
+
+    acct: str
+    ccy: str
+    amt: Decimal
+
+
+class AssetsTakenOver(_Event, tag="assets_taken_over"):
+    """Holdings the book could not absorb move to the insurance fund with the debt they back."""
+
+    acct: str
+    ccy: str
+    amt: Decimal
+
+
+class LiquidationFinished(_Event, tag="liquidation_finished"):
+    acct: str
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+class CommandRejected(_Event, tag="command_rejected"):
+    """A command other than an order was refused; the state did not change.
+
+    ``reason`` is a stable code (``duplicate_id``, ``insufficient_balance``, ``unknown_asset`` …);
+    ``message`` says what was wrong in words, naming the field.
+    """
+
+    command: str
+    reason: str
+    message: str
+
+
+Event = (
+    AssetListed
+    | InstrumentListed
+    | InterestRateSet
+    | LeverageSet
+    | MarkPriceSet
+    | Deposited
+    | Withdrawn
+    | Borrowed
+    | Repaid
+    | InterestAccrued
+    | OrderAccepted
+    | OrderRejected
+    | Traded
+    | OrderRested
+    | OrderCanceled
+    | MarginCallRaised
+    | MarginCallCleared
+    | LiquidationStarted
+    | InsuranceFundCovered
+    | AssetsTakenOver
+    | LiquidationFinished
+    | CommandRejected
+)
+
+
+class Outcome(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one input command produced: the journal record written per command."""
+
+    seq: int
+    ts: int
+    id: str | None
+    events: list[Event]
