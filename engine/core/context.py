@@ -1,0 +1,48 @@
+"""Per-command decision context: emit events (applied at once) and refuse commands.
+
+Handlers read the state, decide, and change it only through :meth:`Ctx.emit`, which appends the
+event to the command's outcome and folds it into the state immediately, so later decisions in
+the same command (the next fill, the next liquidation step) see its effect.
+"""
+
+from __future__ import annotations
+
+from events import journal as ev
+from engine.core.evolve import apply
+from engine.core.state import State
+
+
+class Rejected(Exception):
+    """A business refusal: becomes a rejection event with a stable ``reason`` code.
+
+    Handlers raise it only before their first :meth:`Ctx.emit`, so a refused command changes
+    nothing. ``message`` names the field and what was wrong.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class InvariantBroken(RuntimeError):
+    """A broken invariant: the engine halts without committing the command's outcome."""
+
+
+class Ctx:
+    __slots__ = ("events", "seq", "state", "touched", "ts")
+
+    def __init__(self, state: State, seq: int, ts: int) -> None:
+        self.state = state
+        self.seq = seq
+        self.ts = ts
+        self.events: list[ev.Event] = []
+        #: Accounts whose balances changed: their risk is evaluated once the command is done.
+        self.touched: dict[str, None] = {}
+
+    def emit(self, event: ev.Event) -> None:
+        self.events.append(event)
+        apply(self.state, event)
+
+    def touch(self, acct: str) -> None:
+        self.touched[acct] = None

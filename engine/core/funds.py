@@ -1,0 +1,112 @@
+"""Funds: deposits, withdrawals, manual borrow and repay, hourly interest.
+
+Interest (spec §4 decision 2, OKX rule): each ``accrue_interest`` command charges one hour on
+the principal (``liab``) held at that instant, ``liab × dailyRate / 24`` rounded **up** at the
+asset's precision, into ``interest`` (simple interest: accrued interest bears none). A loan
+repaid between two accruals pays nothing. Accounts are swept in order of first borrowing,
+currencies in order of first touch. Repayment pays interest first, then principal.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from events import journal as ev
+from events.commands import AccrueInterest, Borrow, Deposit, Repay, Withdraw
+from engine.core import margin
+from engine.core.context import Ctx, Rejected
+from engine.core.money import ZERO, exponent_places
+from engine.core.risk import check_initial_margin
+from engine.core.state import Account, State
+
+
+def amount(state: State, ccy: str, raw: str) -> Decimal:
+    """A positive amount of a listed asset, at most at the asset's precision."""
+    asset = state.assets.get(ccy)
+    if asset is None:
+        raise Rejected("unknown_asset", f"ccy {ccy} is not listed")
+    value = Decimal(raw)
+    if value <= 0:
+        raise Rejected("invalid_amt", f"amt must be positive, got {raw}")
+    if exponent_places(value.normalize()) > asset.decimals:
+        raise Rejected("amt_precision", f"amt {raw} has more than {asset.decimals} decimals for {ccy}")
+    return value
+
+
+def _account(state: State, acct: str) -> Account:
+    account = state.accounts.get(acct)
+    if account is None:
+        raise Rejected("unknown_account", f"acct {acct} has never deposited")
+    return account
+
+
+def deposit(ctx: Ctx, cmd: Deposit) -> None:
+    amt = amount(ctx.state, cmd.ccy, cmd.amt)
+    ctx.emit(ev.Deposited(acct=cmd.acct, ccy=cmd.ccy, amt=amt))
+    ctx.touch(cmd.acct)
+
+
+def withdraw(ctx: Ctx, cmd: Withdraw) -> None:
+    state = ctx.state
+    amt = amount(state, cmd.ccy, cmd.amt)
+    account = _account(state, cmd.acct)
+    bal = account.balances.get(cmd.ccy)
+    free = bal.cash - bal.frozen if bal else ZERO
+    if free < amt:
+        raise Rejected("insufficient_balance", f"withdraw {amt} {cmd.ccy}: {free} available")
+    if account.has_debt() or account.cross_out:
+        failure = check_initial_margin(state, account, out={cmd.ccy: amt})
+        if failure is not None:
+            raise Rejected(*failure)
+    ctx.emit(ev.Withdrawn(acct=cmd.acct, ccy=cmd.ccy, amt=amt))
+    ctx.touch(cmd.acct)
+
+
+def borrow(ctx: Ctx, cmd: Borrow) -> None:
+    state = ctx.state
+    amt = amount(state, cmd.ccy, cmd.amt)
+    account = _account(state, cmd.acct)
+    failure = check_initial_margin(state, account, borrow={cmd.ccy: amt})
+    if failure is not None:
+        raise Rejected(*failure)
+    ctx.emit(ev.Borrowed(acct=cmd.acct, ccy=cmd.ccy, amt=amt, auto=False))
+    ctx.touch(cmd.acct)
+
+
+def repay(ctx: Ctx, cmd: Repay) -> None:
+    state = ctx.state
+    amt = amount(state, cmd.ccy, cmd.amt)
+    account = _account(state, cmd.acct)
+    bal = account.balances.get(cmd.ccy)
+    owed = bal.liab + bal.interest if bal else ZERO
+    if bal is None or owed == 0:
+        raise Rejected("nothing_to_repay", f"{cmd.acct} owes no {cmd.ccy}")
+    pay = min(amt, owed)
+    free = bal.cash - bal.frozen
+    if free < pay:
+        raise Rejected("insufficient_balance", f"repay {pay} {cmd.ccy}: {free} available")
+    emit_repay(ctx, cmd.acct, cmd.ccy, pay, "manual")
+
+
+def emit_repay(ctx: Ctx, acct: str, ccy: str, pay: Decimal, reason: str) -> None:
+    """Repay ``pay`` of the account's ``ccy`` debt: interest first, then principal."""
+    bal = ctx.state.accounts[acct].balances[ccy]
+    interest = min(pay, bal.interest)
+    ctx.emit(ev.Repaid(acct=acct, ccy=ccy, interest=interest, principal=pay - interest, reason=reason))
+    ctx.touch(acct)
+
+
+def accrue_interest(ctx: Ctx, cmd: AccrueInterest) -> None:
+    state = ctx.state
+    for acct in list(state.debtors):
+        account = state.accounts[acct]
+        for ccy, bal in account.balances.items():
+            if not bal.liab:
+                continue
+            asset = state.assets[ccy]
+            amt = margin.hourly_interest(bal.liab, asset.daily_rate, asset.decimals)
+            if amt:
+                ctx.emit(
+                    ev.InterestAccrued(acct=acct, ccy=ccy, liab=bal.liab, hourlyRate=asset.hourly_rate, amt=amt)
+                )
+                ctx.touch(acct)

@@ -1,0 +1,190 @@
+"""The margin formulas — the one place they live (engine and projections both call these).
+
+Orientation is OKX's (``spec/domain.md`` §0.3): a margin ratio ``MR ≥ 1`` is healthy, ``MR ≤ 3``
+raises a margin call, ``MR ≤ 1`` liquidates. Every price is a **mark** price. ``D`` is always
+liability **plus** accrued interest. Units are stated per function; "value" means an amount in
+the account's valuation currency.
+
+Rounding: amounts owed (interest, fees) are rounded up at the asset's precision by the caller's
+``decimals``; requirements and ratios are exact ``Decimal`` arithmetic (50 significant digits)
+and are only rounded for display (:func:`display_ratio`, :func:`display_price`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Final
+
+from engine.core.money import NEAR, ONE, ZERO, div_up, round_down, round_up
+from engine.core.state import TierRow
+
+#: Margin-call threshold (300 %) and liquidation threshold (100 %), spec §4 decisions 5 and 6.
+WARNING_RATIO: Final = Decimal(3)
+LIQUIDATION_RATIO: Final = ONE
+#: A margin sell is refused when its estimated VWAP is below this share of the best bid (§4.7).
+SELL_GUARD_SHARE: Final = Decimal("0.95")
+#: Decimal places of ratios and derived prices in the risk view.
+DISPLAY_PLACES: Final = 8
+
+
+# --- tiers and leverage (OKX spot tiers by borrowed amount, §1.3 model 1) -------------------
+
+
+def spot_tier_limit(row: TierRow, debt_is_base: bool) -> Decimal:
+    """A SPOT tier's borrow limit in the debt's currency (base or quote of the pair)."""
+    limit = row.max_borrow_base if debt_is_base else row.max_borrow_quote
+    assert limit is not None
+    return limit
+
+
+def spot_tier_for_debt(tiers: Sequence[TierRow], debt: Decimal, debt_is_base: bool) -> TierRow:
+    """The tier whose borrow limit first covers ``debt`` (liab + interest, in its currency).
+
+    Beyond the last listed tier the last tier applies (borrowing past it is refused anyway).
+    """
+    for row in tiers:
+        if debt <= spot_tier_limit(row, debt_is_base):
+            return row
+    return tiers[-1]
+
+
+def spot_borrow_cap(tiers: Sequence[TierRow], lever: Decimal, debt_is_base: bool) -> Decimal:
+    """Most that may be owed at leverage ``lever``: the limit of the highest tier whose
+    ``maxLever ≥ lever`` (§1.8, E13). Zero when no tier allows that leverage."""
+    cap = ZERO
+    for row in tiers:
+        if row.max_lever >= lever:
+            cap = spot_tier_limit(row, debt_is_base)
+    return cap
+
+
+def initial_margin_rate(lever: Decimal, row: TierRow) -> Decimal:
+    """``IMR = max(1/L, tier minimum IMR)`` (§1.2, spot cross). Exact to 50 digits, rounded up."""
+    return max(div_up(ONE, lever, 40), row.imr)
+
+
+def max_borrowable(margin_value: Decimal, lever: Decimal, cap: Decimal) -> Decimal:
+    """OKX: ``margin × L``, but not beyond the tier cap for that leverage (§1.8, E13)."""
+    return min(margin_value * lever, cap)
+
+
+# --- requirements and the margin ratio (§1.4(e), §4 decision 3) ------------------------------
+
+
+def debt_maintenance(debt_value: Decimal, mmr: Decimal) -> Decimal:
+    """Maintenance margin of a spot-margin debt: ``D·P·m`` (value)."""
+    return debt_value * mmr
+
+
+def debt_closing_fee(debt_value: Decimal, mmr: Decimal, taker_fee: Decimal) -> Decimal:
+    """Reserve for the fee of the closing trade: ``D·P·(1+m)·f`` (value); with the MM term this
+    makes the multiplicative ``k = (1+m)(1+f)`` of spot margin: ``MM + fees = D·P·(k−1)``."""
+    return debt_value * (ONE + mmr) * taker_fee
+
+
+def margin_ratio(equity: Decimal, maintenance: Decimal, fees: Decimal) -> Decimal | None:
+    """``MR = equity / (MM + fees)``; ``None`` when nothing is required (no debt)."""
+    required = maintenance + fees
+    if required <= 0:
+        return None
+    return NEAR.divide(equity, required)
+
+
+def linear_liquidation_price(
+    equity_rest: Decimal, net_units: Decimal, required_rest: Decimal, required_per_price: Decimal
+) -> Decimal | None:
+    """Mark price of one asset at which ``MR = 1``, all other prices held (§1.5, cross).
+
+    Equity is linear in the asset's price ``P``: ``equity_rest + net_units·P``; the requirement
+    too: ``required_rest + required_per_price·P``. Solving equality gives
+    ``P = (required_rest − equity_rest) / (net_units − required_per_price)``. ``None`` when the
+    ratio does not depend on ``P`` or the solution is not a positive price.
+    """
+    slope = net_units - required_per_price
+    if slope == 0:
+        return None
+    price = NEAR.divide(required_rest - equity_rest, slope)
+    return price if price > 0 else None
+
+
+# --- Binance-style margin level (§1.4(f), E14): reported alongside, not used for triggers ------
+
+
+def margin_level(asset_value: Decimal, debt_value: Decimal) -> Decimal | None:
+    """Binance spot margin level: ``total asset value / (liabilities + interest)``."""
+    if debt_value <= 0:
+        return None
+    return NEAR.divide(asset_value, debt_value)
+
+
+def price_for_margin_level(level: Decimal, units: Decimal, other_assets: Decimal, debt_value: Decimal) -> Decimal:
+    """Price of the risky asset at which ``(units·P + other_assets) / debt = level``."""
+    return NEAR.divide(level * debt_value - other_assets, units)
+
+
+# --- interest (§1.7, §4 decision 2), fees, averages ------------------------------------------
+
+
+def hourly_interest(liab: Decimal, daily_rate: Decimal, decimals: int) -> Decimal:
+    """One hour of interest: ``liab × daily_rate / 24``, rounded **up** at ``decimals`` (E4)."""
+    return div_up(liab * daily_rate, Decimal(24), decimals)
+
+
+def trade_fee(amount: Decimal, rate: Decimal, decimals: int) -> Decimal:
+    """Fee on ``amount`` (the currency received): ``amount × rate`` rounded toward +∞ — a fee
+    owed rounds up, a rebate (negative rate) is paid rounded down in magnitude."""
+    return round_up(amount * rate, decimals)
+
+
+def average_entry(qty_old: Decimal, px_old: Decimal, qty_new: Decimal, px_new: Decimal) -> Decimal:
+    """``(q_old·E_old + q_new·px)/(q_old + q_new)`` (E23), for increases only; quantities > 0."""
+    return NEAR.divide(qty_old * px_old + qty_new * px_new, qty_old + qty_new)
+
+
+def book_walk(levels: Iterable[tuple[Decimal, Decimal]], size: Decimal) -> tuple[Decimal, Decimal]:
+    """Walk ``(price, available)`` levels best first for ``size``; return ``(filled, notional)``
+    (exact). The estimated execution price is ``notional / filled`` (E24)."""
+    filled = ZERO
+    notional = ZERO
+    for price, available in levels:
+        take = min(available, size - filled)
+        filled += take
+        notional += take * price
+        if filled >= size:
+            break
+    return filled, notional
+
+
+def sell_guard_passes(filled: Decimal, notional: Decimal, best_bid: Decimal) -> bool:
+    """§4.7: a margin sell passes when its estimated VWAP ``notional / filled`` is at least
+    95 % of the best bid (E24). Compared without dividing: ``notional ≥ 0.95·bid·filled``."""
+    return notional >= SELL_GUARD_SHARE * best_bid * filled
+
+
+# --- display --------------------------------------------------------------------------------
+
+
+def display_ratio(ratio: Decimal | None) -> Decimal | None:
+    """Ratios are shown at 8 places, rounded down (never flatter than the truth)."""
+    return None if ratio is None else round_down(ratio, DISPLAY_PLACES)
+
+
+def display_price(price: Decimal | None, falling_is_risk: bool) -> Decimal | None:
+    """Liquidation prices at 8 places, rounded toward the current price side that is safer
+    for the user to watch: up for a long (liquidates when the price falls), down for a short."""
+    if price is None:
+        return None
+    if falling_is_risk:
+        return round_up(price, DISPLAY_PLACES)
+    return round_down(price, DISPLAY_PLACES)
+
+
+def cross_available_to_close(holding: Decimal, debt: Decimal, buffer: Decimal, price: Decimal, long: bool) -> Decimal:
+    """§1.9 (cross): the part of a holding that closes the margin position.
+
+    Long (holding base, debt in quote): ``min(holding, D·(1+b)/P)`` base;
+    short (holding quote, debt in base): ``min(holding, D·(1+b)·P)`` quote, ``b`` = buffer rate.
+    """
+    need = NEAR.divide(debt * (ONE + buffer), price) if long else debt * (ONE + buffer) * price
+    return min(holding, need)

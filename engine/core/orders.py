@@ -1,0 +1,280 @@
+"""Orders: validation, funds and margin checks, price-time matching, cancels.
+
+Order types (``ordType``): ``limit`` rests what does not fill; ``post_only`` is refused if it
+would take liquidity; ``ioc`` takes what it can at its limit and cancels the rest; ``fok`` fills
+in full at its limit or not at all; ``market`` takes at any price and cancels the rest.
+
+Fills are at the maker's price. Fees are charged in the currency received (buyer: base,
+seller: quote), ``amount × rate`` rounded up (a rebate rounds down in magnitude).
+
+Self-trade prevention (``cancel_maker``): when an incoming order meets a resting order of the
+same account, the resting order is canceled (``order_canceled`` reason ``self_trade``) and
+matching continues; no trade between an account and itself ever happens.
+
+Funds (``tdMode``): ``cash`` orders freeze what they may spend (limit price × size for buys,
+size for sells) and never borrow; ``cross`` orders freeze nothing — the initial-margin check
+(``risk.check_initial_margin``) is made at placement assuming all the account's resting cross
+orders fill, and a fill borrows automatically whatever the free cash does not cover. A cross
+sell is refused when the VWAP of walking the book for its size is below 95 % of the best bid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+from events import journal as ev
+from events.commands import CancelOrder, PlaceOrder
+from engine.core import margin
+from engine.core.context import Ctx, Rejected
+from engine.core.money import NEAR, ZERO, is_multiple
+from engine.core.risk import check_initial_margin
+from engine.core.state import Account, Instrument, Order, State
+
+_PRICED = frozenset({"limit", "post_only", "ioc", "fok"})
+
+
+def _walk(inst: Instrument, is_buy: bool, acct: str, limit_px: Decimal | None) -> Iterator[tuple[Decimal, Decimal]]:
+    """``(price, size)`` an order could take, best first, skipping the account's own orders
+    (self-trade prevention cancels them) and stopping at the limit price."""
+    tick = inst.tick
+    for ticks, level in inst.book.opposite_levels(is_buy):
+        px = ticks * tick
+        if limit_px is not None and (px > limit_px if is_buy else px < limit_px):
+            return
+        size = ZERO
+        for order in level.values():
+            if order.acct != acct:
+                size += order.remaining
+        if size:
+            yield px, size
+
+
+def _decimal_field(raw: str, name: str, step: Decimal, step_name: str) -> Decimal:
+    value = Decimal(raw)
+    if value <= 0:
+        raise Rejected("invalid_" + name, f"{name} must be positive, got {raw}")
+    if not is_multiple(value, step):
+        raise Rejected(f"{name}_off_{step_name}", f"{name} {raw} is not a multiple of {step_name} {step}")
+    return value
+
+
+def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
+    state = ctx.state
+    inst = state.instruments.get(cmd.instId)
+    if inst is None:
+        raise Rejected("unknown_instrument", f"instId {cmd.instId} is not listed")
+    if inst.inst_type != "SPOT":
+        raise Rejected("unsupported", "SWAP orders are not supported yet")
+    if cmd.tdMode == "isolated":
+        raise Rejected("unsupported", "tdMode isolated is not supported yet")
+    if cmd.reduceOnly:
+        raise Rejected("unsupported", "reduceOnly is not supported for SPOT cash/cross orders yet")
+    account = state.accounts.get(cmd.acct)
+    if account is None:
+        raise Rejected("unknown_account", f"acct {cmd.acct} has never deposited")
+    if (cmd.instId, cmd.clOrdId) in account.orders:
+        raise Rejected("duplicate_clordid", f"clOrdId {cmd.clOrdId} is already an open order on {cmd.instId}")
+    sz = _decimal_field(cmd.sz, "sz", inst.lot, "lotSz")
+    if sz < inst.min_sz:
+        raise Rejected("sz_below_min", f"sz {cmd.sz} is below minSz {inst.min_sz}")
+    is_buy = cmd.side == "buy"
+    px: Decimal | None = None
+    if cmd.ordType == "market":
+        if cmd.px is not None:
+            raise Rejected("invalid_px", "px must be omitted for market orders")
+    else:
+        if cmd.px is None:
+            raise Rejected("missing_px", f"px is required for {cmd.ordType} orders")
+        px = _decimal_field(cmd.px, "px", inst.tick, "tickSz")
+    takeable = list(_walk(inst, is_buy, cmd.acct, px))
+    fill_sz, fill_notional = margin.book_walk(takeable, sz)
+    if cmd.ordType == "post_only" and takeable:
+        raise Rejected("post_only_would_cross", f"post_only {cmd.side} at {px} would take liquidity")
+    frozen = _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional)
+    order_id = state.next_order_id
+    ctx.emit(
+        ev.OrderAccepted(
+            orderId=order_id,
+            acct=cmd.acct,
+            instId=cmd.instId,
+            clOrdId=cmd.clOrdId,
+            side=cmd.side,
+            ordType=cmd.ordType,
+            tdMode=cmd.tdMode,
+            px=px,
+            sz=sz,
+            frozen=frozen,
+        )
+    )
+    ctx.touch(cmd.acct)
+    order = state.orders[order_id]
+    if cmd.ordType == "fok" and fill_sz < sz:
+        _cancel(ctx, order, "fok")
+        return
+    match(ctx, order, inst)
+    if order.remaining:
+        if cmd.ordType in ("limit", "post_only"):
+            ctx.emit(ev.OrderRested(orderId=order_id, sz=order.remaining))
+        else:
+            _cancel(ctx, order, "ioc")
+
+
+def _check_funds(
+    state: State,
+    account: Account,
+    inst: Instrument,
+    cmd: PlaceOrder,
+    is_buy: bool,
+    sz: Decimal,
+    px: Decimal | None,
+    fill_sz: Decimal,
+    fill_notional: Decimal,
+) -> Decimal:
+    """Refuse what the account cannot afford; return the amount to freeze (cash mode)."""
+    spend_ccy = inst.quote if is_buy else inst.base
+    if px is not None:
+        spend = px * sz if is_buy else sz
+    else:
+        spend = fill_notional if is_buy else sz
+    if cmd.tdMode == "cash":
+        bal = account.balances.get(spend_ccy)
+        free = bal.cash - bal.frozen if bal else ZERO
+        if free < spend:
+            raise Rejected("insufficient_balance", f"needs {spend} {spend_ccy}, {free} available")
+        return spend if px is not None else ZERO
+    if not is_buy:
+        best_bid = inst.book.best_bid_ticks()
+        if best_bid is not None and fill_sz and not margin.sell_guard_passes(fill_sz, fill_notional, best_bid * inst.tick):
+            raise Rejected(
+                "sell_price_guard",
+                f"estimated price {NEAR.divide(fill_notional, fill_sz)} is below 95% of the best bid {best_bid * inst.tick}",
+            )
+    qty = sz if px is not None else fill_sz
+    notional = px * sz if px is not None else fill_notional
+    out, inflow = ({inst.quote: notional}, {inst.base: qty}) if is_buy else ({inst.base: qty}, {inst.quote: notional})
+    failure = check_initial_margin(state, account, out=out, inflow=inflow)
+    if failure is not None:
+        raise Rejected(*failure)
+    return ZERO
+
+
+def _borrow_for_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
+    """Cross orders borrow at fill whatever the account's free cash does not cover."""
+    ccy, need = (inst.quote, px * sz) if order.is_buy else (inst.base, sz)
+    bal = ctx.state.accounts[order.acct].balances.get(ccy)
+    free = bal.cash - bal.frozen if bal else ZERO
+    if free < need:
+        ctx.emit(ev.Borrowed(acct=order.acct, ccy=ccy, amt=need - free, auto=True))
+
+
+def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -> None:
+    """Match ``order`` against the opposite side, best price first, FIFO within a level."""
+    state = ctx.state
+    levels = inst.book.asks if order.is_buy else inst.book.bids
+    limit = order.px
+    base_dec = state.assets[inst.base].decimals
+    quote_dec = state.assets[inst.quote].decimals
+    while order.remaining and levels:
+        level = levels.peekitem(0)[1]
+        maker = next(iter(level.values()))
+        px = maker.px
+        assert px is not None
+        if limit is not None and (px > limit if order.is_buy else px < limit):
+            break
+        if maker.acct == order.acct:
+            _cancel(ctx, maker, "self_trade")
+            continue
+        sz = min(order.remaining, maker.remaining)
+        if maker.td_mode == "cross":
+            _borrow_for_fill(ctx, maker, inst, sz, px)
+            ctx.touch(maker.acct)
+        if order.td_mode == "cross":
+            _borrow_for_fill(ctx, order, inst, sz, px)
+        notional = px * sz
+        maker_fee = margin.trade_fee(
+            notional if order.is_buy else sz, inst.maker_fee, quote_dec if order.is_buy else base_dec
+        )
+        taker_fee = margin.trade_fee(sz if order.is_buy else notional, inst.taker_fee, base_dec if order.is_buy else quote_dec)
+        ctx.emit(
+            ev.Traded(
+                tradeId=state.next_trade_id,
+                instId=inst.inst_id,
+                px=px,
+                sz=sz,
+                takerSide="buy" if order.is_buy else "sell",
+                makerOrderId=maker.order_id,
+                takerOrderId=order.order_id,
+                makerAcct=maker.acct,
+                takerAcct=order.acct,
+                makerFee=maker_fee,
+                takerFee=taker_fee,
+                liquidation=liquidation,
+            )
+        )
+        ctx.touch(maker.acct)
+
+
+def _cancel(ctx: Ctx, order: Order, reason: str) -> None:
+    ctx.emit(
+        ev.OrderCanceled(
+            orderId=order.order_id,
+            acct=order.acct,
+            instId=order.inst_id,
+            clOrdId=order.cl_ord_id,
+            remaining=order.remaining,
+            reason=reason,
+        )
+    )
+
+
+def cancel_all(ctx: Ctx, account: Account, reason: str) -> None:
+    """Cancel every open order of an account, oldest first."""
+    for order in sorted(account.orders.values(), key=lambda o: o.order_id):
+        _cancel(ctx, order, reason)
+
+
+def cancel_order(ctx: Ctx, cmd: CancelOrder) -> None:
+    account = ctx.state.accounts.get(cmd.acct)
+    order = account.orders.get((cmd.instId, cmd.clOrdId)) if account else None
+    if order is None:
+        raise Rejected("order_not_found", f"no open order clOrdId {cmd.clOrdId} on {cmd.instId} for {cmd.acct}")
+    _cancel(ctx, order, "user")
+
+
+def submit_liquidation_order(ctx: Ctx, account: Account, inst: Instrument, is_buy: bool, sz: Decimal) -> Decimal:
+    """Send a liquidation market order (IOC, exempt from the sell guard); return size filled."""
+    state = ctx.state
+    order_id = state.next_order_id
+    ctx.emit(
+        ev.OrderAccepted(
+            orderId=order_id,
+            acct=account.acct,
+            instId=inst.inst_id,
+            clOrdId=f"liq-{order_id}",
+            side="buy" if is_buy else "sell",
+            ordType="market",
+            tdMode="cross",
+            px=None,
+            sz=sz,
+            frozen=ZERO,
+        )
+    )
+    order = state.orders[order_id]
+    match(ctx, order, inst, liquidation=True)
+    filled = order.sz - order.remaining
+    if order.remaining:
+        _cancel(ctx, order, "ioc")
+    return filled
+
+
+def lot_floor(inst: Instrument, qty: Decimal) -> Decimal:
+    """Largest multiple of the lot not above ``qty``."""
+    return (qty // inst.lot) * inst.lot
+
+
+def lot_ceil(inst: Instrument, qty: Decimal) -> Decimal:
+    """Smallest multiple of the lot not below ``qty``."""
+    lots = qty // inst.lot
+    return (lots if lots * inst.lot == qty else lots + 1) * inst.lot
+

@@ -1,0 +1,162 @@
+"""Account risk in cross spot margin: valuation, the margin ratio, initial-margin checks.
+
+Everything is valued in the state's valuation currency ``V`` at mark prices: ``P(V) = 1``; any
+other currency ``c`` is priced by the mark of its SPOT instrument ``c-V`` (``state.price_inst``).
+A holding without a mark counts for nothing; a debt needs a mark (borrowing without one is
+refused).
+
+Cross debt is pooled per currency (``Balance.liab`` + ``Balance.interest``). The tier table,
+taker fee and leverage that apply to debt in ``c`` are those of ``c``'s margin instrument
+(``state.margin_inst``): the first listed SPOT instrument with ``c`` as base (limits read in
+``maxBorrowBase``), else the first with ``c`` as quote (``maxBorrowQuote``).
+
+Formulas (``engine.core.margin``; §1.4(e)): ``equity = Σ (cash − D)·P``,
+``MM = Σ D·P·m_tier``, ``fees = Σ D·P·(1+m)·f``, ``MR = equity / (MM + fees)``,
+initial requirement ``IM = Σ D·P·max(1/L, imr_tier)``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.core import margin
+from engine.core.money import ZERO
+from engine.core.state import Account, Instrument, State, TierRow
+
+
+class AccountRisk:
+    __slots__ = ("equity", "fees", "imr", "maintenance", "ratio")
+
+    def __init__(self, equity: Decimal, maintenance: Decimal, fees: Decimal, imr: Decimal) -> None:
+        self.equity = equity
+        self.maintenance = maintenance
+        self.fees = fees
+        self.imr = imr
+        self.ratio = margin.margin_ratio(equity, maintenance, fees)
+
+
+def price_of(state: State, ccy: str) -> Decimal | None:
+    """Mark value of one unit of ``ccy`` in the valuation currency (``None``: no mark yet)."""
+    if ccy == state.valuation_ccy:
+        return Decimal(1)
+    inst_id = state.price_inst.get(ccy)
+    return None if inst_id is None else state.marks.get(inst_id)
+
+
+def debt_terms(state: State, account: Account, ccy: str, debt: Decimal) -> tuple[Instrument, TierRow, Decimal]:
+    """``(margin instrument, tier for this debt, leverage)`` of cross debt ``debt`` in ``ccy``."""
+    inst = state.instruments[state.margin_inst[ccy]]
+    row = margin.spot_tier_for_debt(inst.tiers, debt, ccy == inst.base)
+    lever = account.leverage.get(inst.inst_id, inst.max_lever)
+    return inst, row, lever
+
+
+def account_risk(state: State, account: Account) -> AccountRisk:
+    """Equity, maintenance, closing-fee reserve and initial requirement of a cross account."""
+    equity = maintenance = fees = imr = ZERO
+    for ccy, bal in account.balances.items():
+        debt = bal.liab + bal.interest
+        price = price_of(state, ccy)
+        if price is None:
+            if debt:
+                raise AssertionError(f"debt in {ccy} without a mark price")
+            continue
+        equity += (bal.cash - debt) * price
+        if debt:
+            inst, row, lever = debt_terms(state, account, ccy, debt)
+            value = debt * price
+            maintenance += margin.debt_maintenance(value, row.mmr)
+            fees += margin.debt_closing_fee(value, row.mmr, inst.taker_fee)
+            imr += value * margin.initial_margin_rate(lever, row)
+    return AccountRisk(equity, maintenance, fees, imr)
+
+
+def check_initial_margin(
+    state: State,
+    account: Account,
+    out: dict[str, Decimal] | None = None,
+    inflow: dict[str, Decimal] | None = None,
+    borrow: dict[str, Decimal] | None = None,
+    lever: tuple[str, Decimal] | None = None,
+) -> tuple[str, str] | None:
+    """Would the account still meet its initial margin? ``None`` if yes, else ``(reason, message)``.
+
+    The hypothesis: every resting cross order of the account fills at its limit price
+    (``account.cross_out``/``cross_in``), plus the extra flows ``out``/``inflow`` (a new order,
+    a withdrawal), plus explicit ``borrow``; ``lever`` overrides one instrument's leverage.
+    What leaves beyond the free cash (``cash − frozen``) is borrowed. Conditions, per debt
+    currency ``c`` after that: ``D_c ≤`` the tier cap for the leverage (§1.8), and over all
+    currencies ``equity' ≥ Σ D_c·P_c·max(1/L, imr_tier)`` with
+    ``equity' = equity + Σ (in − out)·P``.
+    """
+    outs = dict(account.cross_out)
+    ins = dict(account.cross_in)
+    for extra, target in ((out, outs), (inflow, ins)):
+        if extra:
+            for ccy, amt in extra.items():
+                target[ccy] = target.get(ccy, ZERO) + amt
+    ccys = dict.fromkeys(account.balances)
+    ccys.update(dict.fromkeys(outs))
+    ccys.update(dict.fromkeys(ins))
+    if borrow:
+        ccys.update(dict.fromkeys(borrow))
+    equity = required = ZERO
+    for ccy in ccys:
+        bal = account.balances.get(ccy)
+        cash = bal.cash if bal else ZERO
+        free = cash - bal.frozen if bal else ZERO
+        owed = bal.liab + bal.interest if bal else ZERO
+        leaving = outs.get(ccy, ZERO)
+        arriving = ins.get(ccy, ZERO)
+        debt = owed + max(ZERO, leaving - free) + (borrow.get(ccy, ZERO) if borrow else ZERO)
+        price = price_of(state, ccy)
+        if price is None:
+            if debt:
+                return "no_mark_price", f"borrowing {ccy} needs a mark price for {ccy}"
+            continue
+        equity += (cash - owed + arriving - leaving) * price
+        if not debt:
+            continue
+        if ccy not in state.margin_inst:
+            return "not_borrowable", f"{ccy} is not a currency of any SPOT instrument"
+        inst, row, lev = debt_terms(state, account, ccy, debt)
+        if lever is not None and lever[0] == inst.inst_id:
+            lev = lever[1]
+        cap = margin.spot_borrow_cap(inst.tiers, lev, ccy == inst.base)
+        if debt > cap:
+            return "borrow_limit", f"{ccy} debt would be {debt}, above the limit {cap} at leverage {lev}"
+        required += debt * price * margin.initial_margin_rate(lev, row)
+    if equity < required:
+        return "insufficient_margin", f"equity {equity} would be below the initial margin {required}"
+    return None
+
+
+def cross_liquidation_price(state: State, account: Account, ccy: str) -> Decimal | None:
+    """Mark price of ``ccy`` at which the account's MR reaches 1, all other marks held.
+
+    Splits equity and requirement into the part that moves with ``P(ccy)`` and the rest, then
+    solves with :func:`margin.linear_liquidation_price`. The tier of a debt depends on its
+    amount, not on price, so the requirement is linear in ``P``.
+    """
+    risk = account_risk(state, account)
+    bal = account.balances.get(ccy)
+    price = price_of(state, ccy)
+    if bal is None or price is None or ccy == state.valuation_ccy:
+        return None
+    debt = bal.liab + bal.interest
+    units = bal.cash - debt
+    per_price = ZERO
+    if debt:
+        inst, row, _ = debt_terms(state, account, ccy, debt)
+        per_price = margin.debt_maintenance(debt, row.mmr) + margin.debt_closing_fee(debt, row.mmr, inst.taker_fee)
+    equity_rest = risk.equity - units * price
+    required_rest = risk.maintenance + risk.fees - per_price * price
+    return margin.linear_liquidation_price(equity_rest, units, required_rest, per_price)
+
+
+def close_buffer(state: State, account: Account, ccy: str, debt: Decimal) -> Decimal:
+    """Spec §4 decision 8: the tier's IMR while equity covers the total initial margin,
+    otherwise its MMR."""
+    _, row, _ = debt_terms(state, account, ccy, debt)
+    risk = account_risk(state, account)
+    return row.imr if risk.equity >= risk.imr else row.mmr

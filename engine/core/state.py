@@ -1,0 +1,280 @@
+"""Engine state: reference data, accounts, orders and books.
+
+Only ``engine.core.evolve`` mutates these objects (one door into state); the command handlers
+read them to decide and change them only by emitting events. Plain ``__slots__`` classes keep
+attribute access cheap on the hot path.
+
+Iteration order is part of determinism: every dict is iterated in insertion order, which the
+log fixes (accounts in order of first appearance, balances in order of first touch). No sets are
+iterated.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.core.book import OrderBook
+from engine.core.money import ZERO
+
+
+class Asset:
+    __slots__ = ("ccy", "daily_rate", "decimals", "hourly_rate")
+
+    def __init__(self, ccy: str, decimals: int) -> None:
+        self.ccy = ccy
+        self.decimals = decimals
+        self.daily_rate = ZERO
+        #: ``daily_rate / 24``, exact to 50 significant digits (a daily rate has few digits,
+        #: so the quotient is either exact or repeats; interest rounds the product up).
+        self.hourly_rate = ZERO
+
+
+class TierRow:
+    """One tier: ``limit`` is the max borrow (SPOT, in the currency the row is read for) or
+    the max size in contracts (SWAP)."""
+
+    __slots__ = ("imr", "max_borrow_base", "max_borrow_quote", "max_lever", "max_sz", "mmr", "tier")
+
+    def __init__(
+        self,
+        tier: int,
+        mmr: Decimal,
+        imr: Decimal,
+        max_lever: Decimal,
+        max_borrow_base: Decimal | None,
+        max_borrow_quote: Decimal | None,
+        max_sz: Decimal | None,
+    ) -> None:
+        self.tier = tier
+        self.mmr = mmr
+        self.imr = imr
+        self.max_lever = max_lever
+        self.max_borrow_base = max_borrow_base
+        self.max_borrow_quote = max_borrow_quote
+        self.max_sz = max_sz
+
+
+class Instrument:
+    __slots__ = (
+        "base",
+        "book",
+        "ct_val",
+        "inst_id",
+        "inst_type",
+        "liq_fee",
+        "lot",
+        "maker_fee",
+        "max_lever",
+        "min_sz",
+        "quote",
+        "reduce_margin_ratio",
+        "settle",
+        "taker_fee",
+        "tick",
+        "tiers",
+    )
+
+    def __init__(
+        self,
+        inst_id: str,
+        inst_type: str,
+        base: str,
+        quote: str,
+        settle: str,
+        ct_val: Decimal,
+        tick: Decimal,
+        lot: Decimal,
+        min_sz: Decimal,
+        maker_fee: Decimal,
+        taker_fee: Decimal,
+        max_lever: Decimal,
+        tiers: tuple[TierRow, ...],
+        liq_fee: Decimal,
+        reduce_margin_ratio: Decimal,
+    ) -> None:
+        self.inst_id = inst_id
+        self.inst_type = inst_type
+        self.base = base
+        self.quote = quote
+        self.settle = settle
+        self.ct_val = ct_val
+        self.tick = tick
+        self.lot = lot
+        self.min_sz = min_sz
+        self.maker_fee = maker_fee
+        self.taker_fee = taker_fee
+        self.max_lever = max_lever
+        self.tiers = tiers
+        self.liq_fee = liq_fee
+        self.reduce_margin_ratio = reduce_margin_ratio
+        self.book = OrderBook()
+
+
+class Balance:
+    """One currency of one account.
+
+    ``cash`` ≥ 0 is what the account holds (borrowed funds included); ``frozen`` ≤ ``cash`` is
+    reserved by resting cash-mode orders; ``liab`` is borrowed principal and ``interest`` accrued
+    unpaid interest (both owed, both ≥ 0). Net worth in this currency: ``cash − liab − interest``.
+    """
+
+    __slots__ = ("cash", "frozen", "interest", "liab")
+
+    def __init__(self) -> None:
+        self.cash = ZERO
+        self.frozen = ZERO
+        self.liab = ZERO
+        self.interest = ZERO
+
+
+class Order:
+    __slots__ = (
+        "acct",
+        "cl_ord_id",
+        "frozen",
+        "inst_id",
+        "is_buy",
+        "ord_type",
+        "order_id",
+        "px",
+        "px_key",
+        "remaining",
+        "sz",
+        "td_mode",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        acct: str,
+        inst_id: str,
+        cl_ord_id: str,
+        is_buy: bool,
+        ord_type: str,
+        td_mode: str,
+        px: Decimal | None,
+        px_key: int,
+        sz: Decimal,
+        frozen: Decimal,
+    ) -> None:
+        self.order_id = order_id
+        self.acct = acct
+        self.inst_id = inst_id
+        self.cl_ord_id = cl_ord_id
+        self.is_buy = is_buy
+        self.ord_type = ord_type
+        self.td_mode = td_mode
+        self.px = px
+        #: Book key: price in ticks, negated for bids so that ascending order is best first.
+        self.px_key = px_key
+        self.sz = sz
+        self.remaining = sz
+        #: Funds still frozen for this order (cash mode): quote for buys, base for sells.
+        self.frozen = frozen
+
+
+class PositionLedger:
+    """Net trading position of one account on one instrument in margin mode (display only).
+
+    ``qty`` is signed base quantity (+ long, − short); ``avg_px`` re-averages on increases only
+    (``(q_old·E_old + q_new·px)/(q_old + q_new)``, spec E23) and resets when the sign flips;
+    ``assets`` is what the position holds: base bought net of fees (long) or quote proceeds net
+    of fees (short).
+    """
+
+    __slots__ = ("assets", "avg_px", "qty")
+
+    def __init__(self) -> None:
+        self.qty = ZERO
+        self.avg_px = ZERO
+        self.assets = ZERO
+
+
+class Account:
+    __slots__ = (
+        "acct",
+        "balances",
+        "cross_in",
+        "cross_out",
+        "leverage",
+        "liquidating",
+        "margin_call",
+        "orders",
+        "positions",
+    )
+
+    def __init__(self, acct: str) -> None:
+        self.acct = acct
+        self.balances: dict[str, Balance] = {}
+        #: Open orders keyed by (instId, clOrdId).
+        self.orders: dict[tuple[str, str], Order] = {}
+        #: Leverage chosen per instrument (cross); default is the instrument's maxLever.
+        self.leverage: dict[str, Decimal] = {}
+        #: Worst-case flows of resting cross orders if all filled at their limit price:
+        #: what would leave (``cross_out``) and arrive (``cross_in``), per currency.
+        self.cross_out: dict[str, Decimal] = {}
+        self.cross_in: dict[str, Decimal] = {}
+        self.positions: dict[str, PositionLedger] = {}
+        self.margin_call = False
+        self.liquidating = False
+
+    def balance(self, ccy: str) -> Balance:
+        bal = self.balances.get(ccy)
+        if bal is None:
+            bal = self.balances[ccy] = Balance()
+        return bal
+
+    def has_debt(self) -> bool:
+        return any(b.liab or b.interest for b in self.balances.values())
+
+
+class State:
+    __slots__ = (
+        "accounts",
+        "assets",
+        "debtors",
+        "fees",
+        "insurance",
+        "instruments",
+        "interest_income",
+        "last_seq",
+        "margin_inst",
+        "marks",
+        "next_order_id",
+        "next_trade_id",
+        "orders",
+        "price_inst",
+        "seen_ids",
+        "valuation_ccy",
+    )
+
+    def __init__(self) -> None:
+        self.assets: dict[str, Asset] = {}
+        self.instruments: dict[str, Instrument] = {}
+        self.accounts: dict[str, Account] = {}
+        self.orders: dict[int, Order] = {}
+        self.marks: dict[str, Decimal] = {}
+        #: Accounts with any liability, in order of first borrowing (the risk sweep order).
+        self.debtors: dict[str, None] = {}
+        #: Fee income (negative after net rebates), insurance funds and interest income per ccy.
+        self.fees: dict[str, Decimal] = {}
+        self.insurance: dict[str, Decimal] = {}
+        self.interest_income: dict[str, Decimal] = {}
+        #: Idempotency keys already applied (membership only; never iterated unsorted).
+        self.seen_ids: set[str] = set()
+        self.last_seq = 0
+        self.next_order_id = 1
+        self.next_trade_id = 1
+        #: Currency every risk figure is valued in: the quote of the first listed instrument.
+        self.valuation_ccy: str | None = None
+        #: ccy → SPOT instrument quoting it in the valuation currency (its mark values the ccy).
+        self.price_inst: dict[str, str] = {}
+        #: ccy → SPOT instrument whose tier table and taker fee apply to cross debt in ccy:
+        #: the first listed instrument with ccy as base, else the first with ccy as quote.
+        self.margin_inst: dict[str, str] = {}
+
+    def account(self, acct: str) -> Account:
+        account = self.accounts.get(acct)
+        if account is None:
+            account = self.accounts[acct] = Account(acct)
+        return account

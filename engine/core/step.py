@@ -1,0 +1,138 @@
+"""The engine's single door: ``Engine.step(command) -> Outcome``.
+
+Pure and deterministic: no clock (time is the command's ``ts``), no randomness, no I/O. Each
+command gets the next dense sequence number; ids of orders and trades come from counters in the
+state. A command whose ``id`` was seen before is answered ``command_rejected`` /
+``duplicate_id`` and changes nothing; every other command's ``id`` is recorded, whether it was
+applied or refused (a retry gets the same answer: refused as a duplicate).
+
+Order of work inside one step: dispatch to the handler (which emits, and so applies, events);
+a business refusal becomes ``order_rejected`` (orders) or ``command_rejected``; then every
+account the command touched is evaluated for margin calls and liquidation, in order of first
+touch; then invariants are checked. A broken invariant raises :class:`InvariantBroken`: the
+caller must stop without committing the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from events import commands as cmd
+from events import journal as ev
+from engine.core import funds, orders, reference
+from engine.core.context import Ctx, InvariantBroken, Rejected
+from engine.core.evolve import apply
+from engine.core.liquidation import evaluate
+from engine.core.money import use_engine_context
+from engine.core.state import State
+
+
+def _unsupported(ctx: Ctx, command: Any) -> None:
+    tag = command.__struct_config__.tag
+    raise Rejected("unsupported", f"`{tag}` is not supported by this engine version yet")
+
+
+def _set_position_mode(ctx: Ctx, command: cmd.SetPositionMode) -> None:
+    _unsupported(ctx, command)
+
+
+def _mark_price(ctx: Ctx, command: cmd.MarkPrice) -> None:
+    reference.mark_price(ctx, command)
+    state = ctx.state
+    base = state.instruments[command.instId].base
+    for acct in state.debtors:
+        if base in state.accounts[acct].balances:
+            ctx.touch(acct)
+
+
+_HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
+    cmd.ListAsset: reference.list_asset,
+    cmd.ListInstrument: reference.list_instrument,
+    cmd.SetInterestRate: reference.set_interest_rate,
+    cmd.Deposit: funds.deposit,
+    cmd.Withdraw: funds.withdraw,
+    cmd.SetLeverage: reference.set_leverage,
+    cmd.SetPositionMode: _set_position_mode,
+    cmd.PlaceOrder: orders.place_order,
+    cmd.CancelOrder: orders.cancel_order,
+    cmd.Borrow: funds.borrow,
+    cmd.Repay: funds.repay,
+    cmd.AdjustMargin: _unsupported,
+    cmd.ClosePosition: _unsupported,
+    cmd.MarkPrice: _mark_price,
+    cmd.AccrueInterest: funds.accrue_interest,
+    cmd.SettleFunding: _unsupported,
+}
+
+
+def record(state: State, outcome: ev.Outcome) -> None:
+    """Book-keeping of one outcome shared by the engine and every fold of the journal:
+    the sequence number advances and the command id is remembered (unless refused as a
+    duplicate, whose id is already known)."""
+    if outcome.seq != state.last_seq + 1:
+        raise InvariantBroken(f"sequence gap: expected {state.last_seq + 1}, got {outcome.seq}")
+    state.last_seq = outcome.seq
+    if outcome.id is not None:
+        state.seen_ids.add(outcome.id)
+
+
+def fold(state: State, outcome: ev.Outcome) -> None:
+    """Fold one journal record (projections, replay-from-events)."""
+    for event in outcome.events:
+        apply(state, event)
+    record(state, outcome)
+
+
+class Engine:
+    """Holds the state and steps commands through it. Not thread-safe by design."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: State | None = None) -> None:
+        use_engine_context()
+        self.state = state if state is not None else State()
+
+    def step(self, command: cmd.Command) -> ev.Outcome:
+        state = self.state
+        seq = state.last_seq + 1
+        ctx = Ctx(state, seq, command.ts)
+        if command.id is not None and command.id in state.seen_ids:
+            tag = str(command.__struct_config__.tag)
+            ctx.emit(ev.CommandRejected(command=tag, reason="duplicate_id", message=f"id {command.id} was already applied"))
+        else:
+            try:
+                _HANDLERS[type(command)](ctx, command)
+            except Rejected as refusal:
+                if ctx.events:
+                    raise InvariantBroken(f"refusal after events were emitted: {refusal}") from refusal
+                ctx.emit(_refusal(command, refusal))
+            for acct in list(ctx.touched):
+                evaluate(ctx, acct)
+            _check_invariants(ctx, command)
+        outcome = ev.Outcome(seq=seq, ts=command.ts, id=command.id, events=ctx.events)
+        record(state, outcome)
+        return outcome
+
+
+def _refusal(command: cmd.Command, refusal: Rejected) -> ev.Event:
+    if isinstance(command, cmd.PlaceOrder):
+        return ev.OrderRejected(
+            acct=command.acct, instId=command.instId, clOrdId=command.clOrdId, reason=refusal.reason, message=refusal.message
+        )
+    return ev.CommandRejected(command=str(command.__struct_config__.tag), reason=refusal.reason, message=refusal.message)
+
+
+def _check_invariants(ctx: Ctx, command: cmd.Command) -> None:
+    state = ctx.state
+    if isinstance(command, cmd.PlaceOrder) and command.instId in state.instruments:
+        try:
+            state.instruments[command.instId].book.check()
+        except RuntimeError as err:
+            raise InvariantBroken(str(err)) from err
+    for acct in ctx.touched:
+        for ccy, bal in state.accounts[acct].balances.items():
+            if bal.cash < 0 or bal.frozen < 0 or bal.frozen > bal.cash or bal.liab < 0 or bal.interest < 0:
+                raise InvariantBroken(
+                    f"seq {ctx.seq}: {acct} {ccy} cash {bal.cash} frozen {bal.frozen} liab {bal.liab} interest {bal.interest}"
+                )

@@ -1,0 +1,124 @@
+"""Render the contract's risk view from a state (the engine's, or one folded from events).
+
+All figures come from ``engine.core.risk`` and ``engine.core.margin``; nothing is computed here
+but rounding for display:
+
+* account ``totalEq`` rounds down, ``imr``/``mmr`` round up, at the valuation currency's
+  precision; ``mmr`` includes the closing-fee reserve, so ``mgnRatio = totalEq / mmr``;
+* ratios show 8 decimals rounded down; liquidation prices 8 decimals, rounded up for a long
+  and down for a short (``margin.display_price``);
+* ``upl`` (quote units) rounds down at the quote precision.
+
+Cross spot-margin positions: debt is pooled per currency, so a position shows the account's
+whole debt in its liability currency; ``mgnRatio`` is the account's; ``liqPx`` is the mark of
+the instrument at which the account's ratio reaches 100 % with other marks held; ``availPos``
+follows §1.9 with the buffer of decision 8. Positions are listed by account (in order of first
+appearance) then instrument (in order of first trade).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.core import margin, risk
+from engine.core.money import NEAR, ZERO, fmt, round_down, round_up
+from engine.core.state import Account, State
+from projections.views import AccountView, BalanceView, PositionView, RiskView
+
+
+def _ratio(value: Decimal | None) -> str:
+    return fmt(margin.display_ratio(value))
+
+
+def account_view(state: State, account: Account) -> AccountView:
+    valuation = state.valuation_ccy
+    places = state.assets[valuation].decimals if valuation in state.assets else 8
+    balances = [
+        BalanceView(
+            ccy=ccy,
+            cashBal=fmt(bal.cash),
+            availBal=fmt(bal.cash - bal.frozen),
+            liab=fmt(bal.liab) if bal.liab else "",
+            interest=fmt(bal.interest) if bal.liab or bal.interest else "",
+        )
+        for ccy, bal in account.balances.items()
+    ]
+    try:
+        figures = risk.account_risk(state, account)
+    except AssertionError:
+        figures = None
+    if figures is None:
+        return AccountView(acct=account.acct, totalEq="", imr="", mmr="", mgnRatio="", balances=balances)
+    has_debt = figures.maintenance > 0
+    return AccountView(
+        acct=account.acct,
+        totalEq=fmt(round_down(figures.equity, places)),
+        imr=fmt(round_up(figures.imr, places)) if has_debt else "",
+        mmr=fmt(round_up(figures.maintenance + figures.fees, places)) if has_debt else "",
+        mgnRatio=_ratio(figures.ratio),
+        balances=balances,
+    )
+
+
+def cross_positions(state: State, account: Account) -> list[PositionView]:
+    views: list[PositionView] = []
+    valuation = state.valuation_ccy or ""
+    figures = risk.account_risk(state, account)
+    for inst_id, ledger in account.positions.items():
+        inst = state.instruments[inst_id]
+        long = ledger.qty > 0
+        pos_ccy, liab_ccy = (inst.base, inst.quote) if long else (inst.quote, inst.base)
+        mark = state.marks.get(inst_id)
+        bal = account.balances.get(liab_ccy)
+        debt = bal.liab + bal.interest if bal else ZERO
+        quote_dec = state.assets[inst.quote].decimals
+        imr = mmr = upl = liq_px = avail = None
+        if mark is not None:
+            upl = round_down(ledger.qty * (mark - ledger.avg_px), quote_dec)
+            liq_px = margin.display_price(risk.cross_liquidation_price(state, account, inst.base), long)
+            held = account.balances.get(pos_ccy)
+            holding = held.cash - held.frozen if held else ZERO
+            avail = holding
+            if debt:
+                _, row, lever = risk.debt_terms(state, account, liab_ccy, debt)
+                price = risk.price_of(state, liab_ccy)
+                if price is not None:
+                    value = debt * price
+                    imr = value * margin.initial_margin_rate(lever, row)
+                    mmr = margin.debt_maintenance(value, row.mmr) + margin.debt_closing_fee(value, row.mmr, inst.taker_fee)
+                buffer = risk.close_buffer(state, account, liab_ccy, debt)
+                avail = margin.cross_available_to_close(holding, debt, buffer, mark, long)
+        places = state.assets[pos_ccy].decimals
+        views.append(
+            PositionView(
+                acct=account.acct,
+                instId=inst_id,
+                mgnMode="cross",
+                posSide="net",
+                posCcy=pos_ccy,
+                pos=fmt(ledger.assets),
+                availPos=fmt(round_down(avail, places)) if avail is not None else "",
+                avgPx=fmt(round_down(ledger.avg_px, 8)),
+                liab=fmt(bal.liab) if bal and bal.liab else "",
+                liabCcy=liab_ccy if debt else "",
+                interest=fmt(bal.interest) if bal and debt else "",
+                margin="",
+                mgnCcy=valuation,
+                imr=fmt(round_up(imr, quote_dec)) if imr is not None else "",
+                mmr=fmt(round_up(mmr, quote_dec)) if mmr is not None else "",
+                mgnRatio=_ratio(figures.ratio),
+                liqPx=fmt(liq_px),
+                upl=fmt(upl),
+                uplRatio=_ratio(NEAR.divide(upl, imr)) if upl is not None and imr else "",
+                markPx=fmt(mark),
+                lever=fmt(account.leverage.get(inst_id, inst.max_lever)),
+            )
+        )
+    return views
+
+
+def build_view(state: State) -> RiskView:
+    """The whole risk view: every account with a balance, every open margin position."""
+    accounts = [account_view(state, account) for account in state.accounts.values() if account.balances]
+    positions = [view for account in state.accounts.values() for view in cross_positions(state, account)]
+    return RiskView(accounts=accounts, positions=positions)
