@@ -54,11 +54,9 @@ def _bad(err: msgspec.MsgspecError) -> BadCommand:
     if message.startswith("Invalid value") and field == "$.type":
         message = f"unknown command type; expected one of: {_TAGS}"
     elif "matching regex" in message:
-        message = "expected a non-negative decimal string such as \"62961.4\""
-    elif message.startswith("Expected `str`, got `float`") or message.startswith(
-        "Expected `str`, got `int`"
-    ):
-        message = "decimals are JSON strings (\"0.5\"), not JSON numbers"
+        message = 'expected a non-negative decimal string such as "62961.4"'
+    elif message.startswith("Expected `str`, got `float`") or message.startswith("Expected `str`, got `int`"):
+        message = 'decimals are JSON strings ("0.5"), not JSON numbers'
     return BadCommand(field, message)
 
 

@@ -56,12 +56,12 @@ class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     maxSz: DecStr | None = None
 
 
-class ListAsset(_Command, tag="list_asset"):
+class ListAsset(_Command, frozen=True, tag="list_asset"):
     ccy: Name
     decimals: Annotated[int, msgspec.Meta(ge=0, le=18)]
 
 
-class ListInstrument(_Command, tag="list_instrument"):
+class ListInstrument(_Command, frozen=True, tag="list_instrument"):
     instId: Name
     instType: InstType
     tickSz: DecStr
@@ -79,24 +79,24 @@ class ListInstrument(_Command, tag="list_instrument"):
     reduceMarginRatio: DecStr | None = None
 
 
-class SetInterestRate(_Command, tag="set_interest_rate"):
+class SetInterestRate(_Command, frozen=True, tag="set_interest_rate"):
     ccy: Name
     dailyRate: DecStr
 
 
-class Deposit(_Command, tag="deposit"):
+class Deposit(_Command, frozen=True, tag="deposit"):
     acct: Name
     ccy: Name
     amt: DecStr
 
 
-class Withdraw(_Command, tag="withdraw"):
+class Withdraw(_Command, frozen=True, tag="withdraw"):
     acct: Name
     ccy: Name
     amt: DecStr
 
 
-class SetLeverage(_Command, tag="set_leverage"):
+class SetLeverage(_Command, frozen=True, tag="set_leverage"):
     acct: Name
     instId: Name
     mgnMode: MgnMode
@@ -105,12 +105,12 @@ class SetLeverage(_Command, tag="set_leverage"):
     posSide: PosSide | None = None
 
 
-class SetPositionMode(_Command, tag="set_position_mode"):
+class SetPositionMode(_Command, frozen=True, tag="set_position_mode"):
     acct: Name
     posMode: Literal["net_mode", "long_short_mode"]
 
 
-class PlaceOrder(_Command, tag="place_order"):
+class PlaceOrder(_Command, frozen=True, tag="place_order"):
     acct: Name
     instId: Name
     clOrdId: Name
@@ -124,25 +124,25 @@ class PlaceOrder(_Command, tag="place_order"):
     posSide: PosSide | None = None
 
 
-class CancelOrder(_Command, tag="cancel_order"):
+class CancelOrder(_Command, frozen=True, tag="cancel_order"):
     acct: Name
     instId: Name
     clOrdId: Name
 
 
-class Borrow(_Command, tag="borrow"):
+class Borrow(_Command, frozen=True, tag="borrow"):
     acct: Name
     ccy: Name
     amt: DecStr
 
 
-class Repay(_Command, tag="repay"):
+class Repay(_Command, frozen=True, tag="repay"):
     acct: Name
     ccy: Name
     amt: DecStr
 
 
-class AdjustMargin(_Command, tag="adjust_margin"):
+class AdjustMargin(_Command, frozen=True, tag="adjust_margin"):
     acct: Name
     instId: Name
     posSide: PosSide
@@ -153,7 +153,7 @@ class AdjustMargin(_Command, tag="adjust_margin"):
     ccy: Name | None = None
 
 
-class ClosePosition(_Command, tag="close_position"):
+class ClosePosition(_Command, frozen=True, tag="close_position"):
     acct: Name
     instId: Name
     mgnMode: MgnMode
@@ -161,16 +161,16 @@ class ClosePosition(_Command, tag="close_position"):
     ccy: Name | None = None
 
 
-class MarkPrice(_Command, tag="mark_price"):
+class MarkPrice(_Command, frozen=True, tag="mark_price"):
     instId: Name
     markPx: DecStr
 
 
-class AccrueInterest(_Command, tag="accrue_interest"):
+class AccrueInterest(_Command, frozen=True, tag="accrue_interest"):
     pass
 
 
-class SettleFunding(_Command, tag="settle_funding"):
+class SettleFunding(_Command, frozen=True, tag="settle_funding"):
     instId: Name
     fundingRate: Annotated[str, msgspec.Meta(pattern=r"^-?(0|[1-9][0-9]{0,5})(\.[0-9]{1,18})?$")]
 

@@ -28,30 +28,30 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_field
 # --- reference data ------------------------------------------------------------------------
 
 
-class AssetListed(_Event, tag="asset_listed"):
+class AssetListed(_Event, frozen=True, tag="asset_listed"):
     ccy: str
     decimals: int
 
 
-class InstrumentListed(_Event, tag="instrument_listed"):
+class InstrumentListed(_Event, frozen=True, tag="instrument_listed"):
     """The instrument as listed; the command's fields were validated before this was emitted."""
 
     spec: ListInstrument
 
 
-class InterestRateSet(_Event, tag="interest_rate_set"):
+class InterestRateSet(_Event, frozen=True, tag="interest_rate_set"):
     ccy: str
     dailyRate: Decimal
 
 
-class LeverageSet(_Event, tag="leverage_set"):
+class LeverageSet(_Event, frozen=True, tag="leverage_set"):
     acct: str
     instId: str
     mgnMode: str
     lever: Decimal
 
 
-class MarkPriceSet(_Event, tag="mark_price_set"):
+class MarkPriceSet(_Event, frozen=True, tag="mark_price_set"):
     instId: str
     markPx: Decimal
 
@@ -59,19 +59,19 @@ class MarkPriceSet(_Event, tag="mark_price_set"):
 # --- funds ---------------------------------------------------------------------------------
 
 
-class Deposited(_Event, tag="deposited"):
+class Deposited(_Event, frozen=True, tag="deposited"):
     acct: str
     ccy: str
     amt: Decimal
 
 
-class Withdrawn(_Event, tag="withdrawn"):
+class Withdrawn(_Event, frozen=True, tag="withdrawn"):
     acct: str
     ccy: str
     amt: Decimal
 
 
-class Borrowed(_Event, tag="borrowed"):
+class Borrowed(_Event, frozen=True, tag="borrowed"):
     """Cross-margin liability increased by ``amt``; ``auto`` when a margin order's fill needed it."""
 
     acct: str
@@ -80,7 +80,7 @@ class Borrowed(_Event, tag="borrowed"):
     auto: bool
 
 
-class Repaid(_Event, tag="repaid"):
+class Repaid(_Event, frozen=True, tag="repaid"):
     """Debt paid from the account's cash: ``interest`` first, then ``principal``.
 
     ``reason``: ``manual`` (a ``repay`` command) or ``liquidation``.
@@ -93,7 +93,7 @@ class Repaid(_Event, tag="repaid"):
     reason: str
 
 
-class InterestAccrued(_Event, tag="interest_accrued"):
+class InterestAccrued(_Event, frozen=True, tag="interest_accrued"):
     """One hour of interest on ``liab`` at ``hourlyRate``, rounded up at the asset's precision."""
 
     acct: str
@@ -106,7 +106,7 @@ class InterestAccrued(_Event, tag="interest_accrued"):
 # --- orders and trades ---------------------------------------------------------------------
 
 
-class OrderAccepted(_Event, tag="order_accepted"):
+class OrderAccepted(_Event, frozen=True, tag="order_accepted"):
     """An order passed validation and margin checks; it now matches (and may then rest)."""
 
     orderId: int
@@ -122,7 +122,7 @@ class OrderAccepted(_Event, tag="order_accepted"):
     frozen: Decimal
 
 
-class OrderRejected(_Event, tag="order_rejected"):
+class OrderRejected(_Event, frozen=True, tag="order_rejected"):
     acct: str
     instId: str
     clOrdId: str
@@ -130,7 +130,7 @@ class OrderRejected(_Event, tag="order_rejected"):
     message: str
 
 
-class Traded(_Event, tag="traded"):
+class Traded(_Event, frozen=True, tag="traded"):
     """One fill between a resting maker and an incoming taker, at the maker's price.
 
     Fees are charged in the currency each side receives (buyer: base, seller: quote); a negative
@@ -151,14 +151,14 @@ class Traded(_Event, tag="traded"):
     liquidation: bool = False
 
 
-class OrderRested(_Event, tag="order_rested"):
+class OrderRested(_Event, frozen=True, tag="order_rested"):
     """The unfilled remainder of an accepted order now rests on the book."""
 
     orderId: int
     sz: Decimal
 
 
-class OrderCanceled(_Event, tag="order_canceled"):
+class OrderCanceled(_Event, frozen=True, tag="order_canceled"):
     """An order's remaining size left the book or was never placed on it.
 
     ``reason``: ``user``, ``ioc`` (unfilled remainder of ioc/market), ``fok`` (could not fill
@@ -176,26 +176,26 @@ class OrderCanceled(_Event, tag="order_canceled"):
 # --- risk ----------------------------------------------------------------------------------
 
 
-class MarginCallRaised(_Event, tag="margin_call_raised"):
+class MarginCallRaised(_Event, frozen=True, tag="margin_call_raised"):
     """The account margin ratio fell to ≤ 300 % (first time, or again after recovering)."""
 
     acct: str
     mgnRatio: Decimal
 
 
-class MarginCallCleared(_Event, tag="margin_call_cleared"):
+class MarginCallCleared(_Event, frozen=True, tag="margin_call_cleared"):
     """The account margin ratio is back above 300 % (or the account has no debt left)."""
 
     acct: str
     mgnRatio: Decimal | None
 
 
-class LiquidationStarted(_Event, tag="liquidation_started"):
+class LiquidationStarted(_Event, frozen=True, tag="liquidation_started"):
     acct: str
     mgnRatio: Decimal
 
 
-class InsuranceFundCovered(_Event, tag="insurance_fund_covered"):
+class InsuranceFundCovered(_Event, frozen=True, tag="insurance_fund_covered"):
     """The insurance fund of ``ccy`` paid ``amt`` of a liquidated account's remaining debt."""
 
     acct: str
@@ -203,7 +203,7 @@ class InsuranceFundCovered(_Event, tag="insurance_fund_covered"):
     amt: Decimal
 
 
-class AssetsTakenOver(_Event, tag="assets_taken_over"):
+class AssetsTakenOver(_Event, frozen=True, tag="assets_taken_over"):
     """Holdings the book could not absorb move to the insurance fund with the debt they back."""
 
     acct: str
@@ -211,14 +211,14 @@ class AssetsTakenOver(_Event, tag="assets_taken_over"):
     amt: Decimal
 
 
-class LiquidationFinished(_Event, tag="liquidation_finished"):
+class LiquidationFinished(_Event, frozen=True, tag="liquidation_finished"):
     acct: str
 
 
 # --- refusals ------------------------------------------------------------------------------
 
 
-class CommandRejected(_Event, tag="command_rejected"):
+class CommandRejected(_Event, frozen=True, tag="command_rejected"):
     """A command other than an order was refused; the state did not change.
 
     ``reason`` is a stable code (``duplicate_id``, ``insufficient_balance``, ``unknown_asset`` …);

@@ -85,7 +85,9 @@ def cross_positions(state: State, account: Account) -> list[PositionView]:
                 if price is not None:
                     value = debt * price
                     imr = value * margin.initial_margin_rate(lever, row)
-                    mmr = margin.debt_maintenance(value, row.mmr) + margin.debt_closing_fee(value, row.mmr, inst.taker_fee)
+                    mmr = margin.debt_maintenance(value, row.mmr) + margin.debt_closing_fee(
+                        value, row.mmr, inst.taker_fee
+                    )
                 buffer = risk.close_buffer(state, account, liab_ccy, debt)
                 avail = margin.cross_available_to_close(holding, debt, buffer, mark, long)
         places = state.assets[pos_ccy].decimals

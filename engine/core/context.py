@@ -7,9 +7,9 @@ the same command (the next fill, the next liquidation step) see its effect.
 
 from __future__ import annotations
 
-from events import journal as ev
 from engine.core.evolve import apply
 from engine.core.state import State
+from events import journal as ev
 
 
 class Rejected(Exception):

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 
-from events import journal as ev
-from events.commands import ListInstrument
 from engine.core.margin import average_entry
 from engine.core.money import DOWN, NEAR, ZERO, round_down
 from engine.core.state import Account, Asset, Instrument, Order, PositionLedger, State, TierRow
+from events import journal as ev
+from events.commands import ListInstrument
 
 
 def instrument_from_spec(spec: ListInstrument) -> Instrument:
@@ -66,6 +66,7 @@ def _asset_listed(state: State, e: ev.AssetListed) -> None:
 
 def _instrument_listed(state: State, e: ev.InstrumentListed) -> None:
     inst = instrument_from_spec(e.spec)
+    inst.spec = e.spec
     state.instruments[inst.inst_id] = inst
     if state.valuation_ccy is None:
         state.valuation_ccy = inst.quote

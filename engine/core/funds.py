@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from events import journal as ev
-from events.commands import AccrueInterest, Borrow, Deposit, Repay, Withdraw
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.money import ZERO, exponent_places
 from engine.core.risk import check_initial_margin
 from engine.core.state import Account, State
+from events import journal as ev
+from events.commands import AccrueInterest, Borrow, Deposit, Repay, Withdraw
 
 
 def amount(state: State, ccy: str, raw: str) -> Decimal:
@@ -106,7 +106,5 @@ def accrue_interest(ctx: Ctx, cmd: AccrueInterest) -> None:
             asset = state.assets[ccy]
             amt = margin.hourly_interest(bal.liab, asset.daily_rate, asset.decimals)
             if amt:
-                ctx.emit(
-                    ev.InterestAccrued(acct=acct, ccy=ccy, liab=bal.liab, hourlyRate=asset.hourly_rate, amt=amt)
-                )
+                ctx.emit(ev.InterestAccrued(acct=acct, ccy=ccy, liab=bal.liab, hourlyRate=asset.hourly_rate, amt=amt))
                 ctx.touch(acct)

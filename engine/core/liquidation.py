@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from events import journal as ev
 from engine.core.context import Ctx
 from engine.core.funds import emit_repay
 from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, display_ratio
@@ -36,6 +35,7 @@ from engine.core.money import ONE, div_up
 from engine.core.orders import cancel_all, lot_ceil, lot_floor, submit_liquidation_order
 from engine.core.risk import account_risk
 from engine.core.state import Account
+from events import journal as ev
 
 
 def evaluate(ctx: Ctx, acct: str) -> None:
@@ -109,4 +109,3 @@ def liquidate(ctx: Ctx, account: Account, ratio: Decimal) -> None:
                 emit_repay(ctx, acct, ccy, owed, "liquidation")
     ctx.emit(ev.LiquidationFinished(acct=acct))
     ctx.touch(acct)
-

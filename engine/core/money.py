@@ -34,7 +34,9 @@ from typing import Final
 PRECISION: Final = 50
 
 #: Products and sums that must be exact: any rounding raises ``decimal.Inexact``.
-EXACT: Final = Context(prec=PRECISION, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+EXACT: Final = Context(
+    prec=PRECISION, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact]
+)
 #: Divisions for amounts owed.
 UP: Final = Context(prec=PRECISION, rounding=ROUND_CEILING, traps=[InvalidOperation, DivisionByZero, Overflow])
 #: Divisions for amounts received and for display values.

@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
-from events import journal as ev
-from events.commands import CancelOrder, PlaceOrder
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.money import NEAR, ZERO, is_multiple
 from engine.core.risk import check_initial_margin
 from engine.core.state import Account, Instrument, Order, State
+from events import journal as ev
+from events.commands import CancelOrder, PlaceOrder
 
 _PRICED = frozenset({"limit", "post_only", "ioc", "fok"})
 
@@ -133,10 +133,8 @@ def _check_funds(
 ) -> Decimal:
     """Refuse what the account cannot afford; return the amount to freeze (cash mode)."""
     spend_ccy = inst.quote if is_buy else inst.base
-    if px is not None:
-        spend = px * sz if is_buy else sz
-    else:
-        spend = fill_notional if is_buy else sz
+    buy_cost = px * sz if px is not None else fill_notional
+    spend = buy_cost if is_buy else sz
     if cmd.tdMode == "cash":
         bal = account.balances.get(spend_ccy)
         free = bal.cash - bal.frozen if bal else ZERO
@@ -145,10 +143,14 @@ def _check_funds(
         return spend if px is not None else ZERO
     if not is_buy:
         best_bid = inst.book.best_bid_ticks()
-        if best_bid is not None and fill_sz and not margin.sell_guard_passes(fill_sz, fill_notional, best_bid * inst.tick):
+        if (
+            best_bid is not None
+            and fill_sz
+            and not margin.sell_guard_passes(fill_sz, fill_notional, best_bid * inst.tick)
+        ):
+            estimate = NEAR.divide(fill_notional, fill_sz)
             raise Rejected(
-                "sell_price_guard",
-                f"estimated price {NEAR.divide(fill_notional, fill_sz)} is below 95% of the best bid {best_bid * inst.tick}",
+                "sell_price_guard", f"estimated price {estimate} is below 95% of the best bid {best_bid * inst.tick}"
             )
     qty = sz if px is not None else fill_sz
     notional = px * sz if px is not None else fill_notional
@@ -195,7 +197,9 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
         maker_fee = margin.trade_fee(
             notional if order.is_buy else sz, inst.maker_fee, quote_dec if order.is_buy else base_dec
         )
-        taker_fee = margin.trade_fee(sz if order.is_buy else notional, inst.taker_fee, base_dec if order.is_buy else quote_dec)
+        taker_fee = margin.trade_fee(
+            sz if order.is_buy else notional, inst.taker_fee, base_dec if order.is_buy else quote_dec
+        )
         ctx.emit(
             ev.Traded(
                 tradeId=state.next_trade_id,
@@ -277,4 +281,3 @@ def lot_ceil(inst: Instrument, qty: Decimal) -> Decimal:
     """Smallest multiple of the lot not below ``qty``."""
     lots = qty // inst.lot
     return (lots if lots * inst.lot == qty else lots + 1) * inst.lot
-

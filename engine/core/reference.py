@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from events import journal as ev
-from events.commands import ListAsset, ListInstrument, MarkPrice, SetInterestRate, SetLeverage
 from engine.core.context import Ctx, Rejected
 from engine.core.money import ONE, exponent_places, is_multiple
 from engine.core.risk import check_initial_margin
+from events import journal as ev
+from events.commands import ListAsset, ListInstrument, MarkPrice, SetInterestRate, SetLeverage
 
 
 def list_asset(ctx: Ctx, cmd: ListAsset) -> None:

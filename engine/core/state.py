@@ -69,6 +69,7 @@ class Instrument:
         "quote",
         "reduce_margin_ratio",
         "settle",
+        "spec",
         "taker_fee",
         "tick",
         "tiers",
@@ -108,6 +109,8 @@ class Instrument:
         self.liq_fee = liq_fee
         self.reduce_margin_ratio = reduce_margin_ratio
         self.book = OrderBook()
+        #: The validated ``list_instrument`` command this instrument was built from (snapshots).
+        self.spec: object = None
 
 
 class Balance:
@@ -234,8 +237,8 @@ class State:
         "assets",
         "debtors",
         "fees",
-        "insurance",
         "instruments",
+        "insurance",
         "interest_income",
         "last_seq",
         "margin_inst",

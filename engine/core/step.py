@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from events import commands as cmd
-from events import journal as ev
 from engine.core import funds, orders, reference
 from engine.core.context import Ctx, InvariantBroken, Rejected
 from engine.core.evolve import apply
 from engine.core.liquidation import evaluate
 from engine.core.money import use_engine_context
 from engine.core.state import State
+from events import commands as cmd
+from events import journal as ev
 
 
 def _unsupported(ctx: Ctx, command: Any) -> None:
@@ -99,7 +99,9 @@ class Engine:
         ctx = Ctx(state, seq, command.ts)
         if command.id is not None and command.id in state.seen_ids:
             tag = str(command.__struct_config__.tag)
-            ctx.emit(ev.CommandRejected(command=tag, reason="duplicate_id", message=f"id {command.id} was already applied"))
+            ctx.emit(
+                ev.CommandRejected(command=tag, reason="duplicate_id", message=f"id {command.id} was already applied")
+            )
         else:
             try:
                 _HANDLERS[type(command)](ctx, command)
@@ -118,9 +120,15 @@ class Engine:
 def _refusal(command: cmd.Command, refusal: Rejected) -> ev.Event:
     if isinstance(command, cmd.PlaceOrder):
         return ev.OrderRejected(
-            acct=command.acct, instId=command.instId, clOrdId=command.clOrdId, reason=refusal.reason, message=refusal.message
+            acct=command.acct,
+            instId=command.instId,
+            clOrdId=command.clOrdId,
+            reason=refusal.reason,
+            message=refusal.message,
         )
-    return ev.CommandRejected(command=str(command.__struct_config__.tag), reason=refusal.reason, message=refusal.message)
+    return ev.CommandRejected(
+        command=str(command.__struct_config__.tag), reason=refusal.reason, message=refusal.message
+    )
 
 
 def _check_invariants(ctx: Ctx, command: cmd.Command) -> None:
@@ -134,5 +142,6 @@ def _check_invariants(ctx: Ctx, command: cmd.Command) -> None:
         for ccy, bal in state.accounts[acct].balances.items():
             if bal.cash < 0 or bal.frozen < 0 or bal.frozen > bal.cash or bal.liab < 0 or bal.interest < 0:
                 raise InvariantBroken(
-                    f"seq {ctx.seq}: {acct} {ccy} cash {bal.cash} frozen {bal.frozen} liab {bal.liab} interest {bal.interest}"
+                    f"seq {ctx.seq}: {acct} {ccy} cash {bal.cash} frozen {bal.frozen}"
+                    f" liab {bal.liab} interest {bal.interest}"
                 )

@@ -132,9 +132,7 @@ async def committed_offset(admin: AIOKafkaAdminClient, group_id: str, tp: TopicP
     return offsets[tp].offset if tp in offsets else -1
 
 
-async def wait_committed_offset(
-    admin: AIOKafkaAdminClient, group_id: str, tp: TopicPartition, expected: int
-) -> None:
+async def wait_committed_offset(admin: AIOKafkaAdminClient, group_id: str, tp: TopicPartition, expected: int) -> None:
     """Poll until the group's committed offset for ``tp`` is ``expected``.
 
     ``commit_transaction()`` returns once the coordinator has *prepared* the commit; the markers
