@@ -67,6 +67,19 @@ def _quotes(cmd: _Script, mark: int, step: int) -> Iterator[dict[str, Any]]:
         )
 
 
+def _market(cmd: _Script, acct: str, cl_ord_id: str, side: str, sz: str) -> dict[str, Any]:
+    return cmd(
+        "place_order",
+        acct=acct,
+        instId="BTC-USDT",
+        clOrdId=cl_ord_id,
+        side=side,
+        ordType="market",
+        sz=sz,
+        tdMode="cross",
+    )
+
+
 def scenario() -> list[tuple[str, list[dict[str, Any]]]]:
     """The demo as titled steps of commands."""
     cmd = _Script()
@@ -97,10 +110,8 @@ def scenario() -> list[tuple[str, list[dict[str, Any]]]]:
         *_quotes(cmd, 100_000, 0),
     ]
     opening = [
-        cmd("place_order", acct="alice", instId="BTC-USDT", clOrdId="long-1", side="buy", ordType="market",
-            sz="0.5", tdMode="cross"),  # fmt: skip
-        cmd("place_order", acct="bob", instId="BTC-USDT", clOrdId="short-1", side="sell", ordType="market",
-            sz="0.2", tdMode="cross"),  # fmt: skip
+        _market(cmd, "alice", "long-1", "buy", "0.5"),
+        _market(cmd, "bob", "short-1", "sell", "0.2"),
         cmd("accrue_interest"),
     ]
     steps = [("list, fund, quote at 100,000", setup), ("alice goes long 0.5 BTC, bob short 0.2 BTC", opening)]
@@ -167,8 +178,8 @@ def _table(title: str, view: dict[str, Any], notes: dict[str, list[str]]) -> Tab
         if acct in shown or acct == "mm":
             continue
         cash = ", ".join(f"{b['cashBal']} {b['ccy']}" for b in account["balances"])
-        table.add_row(acct, f"no position ({cash})", "-", "", "", _pct(account["mgnRatio"]), "-",
-                      "; ".join(notes.get(acct, [])))  # fmt: skip
+        row = (acct, f"no position ({cash})", "-", "", "", _pct(account["mgnRatio"]), "-")
+        table.add_row(*row, "; ".join(notes.get(acct, [])))
     return table
 
 
