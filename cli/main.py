@@ -32,15 +32,18 @@ def read_commands(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def run_file(path: Path, log_dir: Path, snapshot_every: int, fsync: FsyncPolicy) -> tuple[EmbeddedEngine, int, int]:
-    """Fold a command file on the embedded log; return ``(engine, accepted, refused lines)``.
+    """Fold a command file on the embedded log; return ``(engine, applied now, refused lines)``.
 
     A line that cannot be decoded is reported on stderr (file:line: field: message) and not
-    journaled; every other line is applied.
+    journaled; every other line is applied. When ``log_dir`` already holds a log (a run that was
+    interrupted), the file's accepted lines must start with exactly the journaled commands:
+    those are skipped and the run continues after them — every command is applied once.
     """
-    accepted = refused = 0
+    applied = refused = 0
     engine = EmbeddedEngine(log_dir, snapshot_every=snapshot_every, fsync=fsync, warn=_warn)
     if engine.recovered:
         _warn(f"{log_dir}: recovered {engine.recovered} outcome(s) missing after a crash")
+    journaled = engine.commands.read() if engine.commands.last_seq else iter(())
     try:
         for number, raw in read_commands(path):
             try:
@@ -49,11 +52,24 @@ def run_file(path: Path, log_dir: Path, snapshot_every: int, fsync: FsyncPolicy)
                 refused += 1
                 print(f"{path}:{number}: {bad.field}: {bad.message}", file=sys.stderr)
                 continue
+            previous = next(journaled, None)
+            if previous is not None:
+                if previous[1] != raw:
+                    raise ResumeMismatch(f"{path}:{number}: differs from command {previous[0]} journaled in {log_dir}")
+                continue
             engine.submit(command, raw)
-            accepted += 1
-    finally:
-        engine.flush()
-    return engine, accepted, refused
+            applied += 1
+    except BaseException:
+        engine.close()
+        raise
+    engine.flush()
+    if next(journaled, None) is not None:
+        _warn(f"{log_dir} holds more commands than {path} provides")
+    return engine, applied, refused
+
+
+class ResumeMismatch(ValueError):
+    """``run --log DIR`` on a directory journaled from a different input."""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -63,12 +79,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="marginbook-") as scratch:
         log_dir = Path(args.log) if args.log else Path(scratch)
-        engine, accepted, refused = run_file(path, log_dir, args.snapshot_every, FsyncPolicy[args.fsync.upper()])
+        engine, applied, refused = run_file(path, log_dir, args.snapshot_every, FsyncPolicy[args.fsync.upper()])
         with engine:
             if args.json:
                 sys.stdout.write(encode_json(build_view(engine.state)).decode() + "\n")
             print(
-                f"marginbook: {accepted} command(s) applied, {refused} refused, last seq {engine.state.last_seq}",
+                f"marginbook: {applied} command(s) applied, {refused} refused, last seq {engine.state.last_seq}",
                 file=sys.stderr,
             )
     return 1 if refused else 0
@@ -125,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args)
         assert isinstance(code, int)
-    except (LogError, Divergence, FileNotFoundError) as err:
+    except (LogError, Divergence, FileNotFoundError, ResumeMismatch) as err:
         print(f"marginbook: {err}", file=sys.stderr)
         return 2
     return code

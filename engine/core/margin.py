@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Final
 
-from engine.core.money import NEAR, ONE, ZERO, div_up, round_down, round_up
+from engine.core.money import NEAR, ONE, ZERO, div_up, quantum, round_down, round_up
 from engine.core.state import TierRow
 
 #: Margin-call threshold (300 %) and liquidation threshold (100 %), spec §4 decisions 5 and 6.
@@ -26,6 +26,8 @@ LIQUIDATION_RATIO: Final = ONE
 SELL_GUARD_SHARE: Final = Decimal("0.95")
 #: Decimal places of ratios and derived prices in the risk view.
 DISPLAY_PLACES: Final = 8
+#: Decimal places an average entry price is kept at.
+AVERAGE_PLACES: Final = 16
 
 
 # --- tiers and leverage (OKX spot tiers by borrowed amount, §1.3 model 1) -------------------
@@ -138,8 +140,12 @@ def trade_fee(amount: Decimal, rate: Decimal, decimals: int) -> Decimal:
 
 
 def average_entry(qty_old: Decimal, px_old: Decimal, qty_new: Decimal, px_new: Decimal) -> Decimal:
-    """``(q_old·E_old + q_new·px)/(q_old + q_new)`` (E23), for increases only; quantities > 0."""
-    return NEAR.divide(qty_old * px_old + qty_new * px_new, qty_old + qty_new)
+    """``(q_old·E_old + q_new·px)/(q_old + q_new)`` (E23), for increases only; quantities > 0.
+
+    Kept at :data:`AVERAGE_PLACES` decimals, half-even (a display figure; it settles nothing),
+    so that later products with it stay exact."""
+    average = NEAR.divide(qty_old * px_old + qty_new * px_new, qty_old + qty_new)
+    return average.quantize(quantum(AVERAGE_PLACES), context=NEAR)
 
 
 def book_walk(levels: Iterable[tuple[Decimal, Decimal]], size: Decimal) -> tuple[Decimal, Decimal]:

@@ -17,12 +17,15 @@ Write order per command: append the command, step, append the outcome; both logs
    the command and appends the missing outcome (the fold is deterministic, so it is the outcome
    the lost process would have written);
 3. crash mid-record → the file log cuts the torn tail (with a warning) and case 1 or 2 applies;
+   the two files are buffered separately, so the OS may hold more of ``events.log`` than of
+   ``commands.log``: outcomes beyond the last command are orphans of commands that were never
+   accepted and are cut (with a warning) before recovery;
 4. crash while writing a snapshot → the temporary file is ignored; an older snapshot, or the
    start of the log, is used.
 
 Recovery: restore the newest snapshot, then step every later command; for those whose outcome is
 already recorded the recomputed outcome must be byte-identical (else :class:`Divergence`), the
-rest are appended. An outcome log longer than the command log is refused as corrupt.
+rest are appended.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 from engine.core import snapshot
 from engine.core.state import State
 from engine.core.step import Engine
-from engine.io.filelog import FileLog, FsyncPolicy, LogError
+from engine.io.filelog import FileLog, FsyncPolicy, LogError, truncate_after
 from events.codec import decode_command_json, encode_outcome_json
 from events.commands import Command
 from events.journal import Outcome
@@ -93,7 +96,12 @@ class EmbeddedEngine:
         self.snapshot_every = snapshot_every
         self.batch = batch
         self.commands = FileLog.open(self.directory / COMMANDS_FILE, fsync=fsync, warn=warn)
-        self.events = FileLog.open(self.directory / EVENTS_FILE, fsync=fsync, warn=warn)
+        events_path = self.directory / EVENTS_FILE
+        if events_path.exists():
+            cut = truncate_after(events_path, self.commands.last_seq)
+            if cut and warn is not None:
+                warn(f"{events_path}: cut {cut} bytes of outcomes whose commands were lost in a crash")
+        self.events = FileLog.open(events_path, fsync=fsync, warn=warn)
         self.engine = Engine(self._restore() if use_snapshots else None)
         self.recovered = self._recover()
         self._pending = 0

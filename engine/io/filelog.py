@@ -603,3 +603,22 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
             pos = nxt_offset
             expected = nxt_seq
     return report
+
+
+def truncate_after(path: str | os.PathLike[str], last_seq: int) -> int:
+    """Cut every record after ``last_seq`` from a log that is not open; return bytes cut.
+
+    Used by recovery when a derived log (outcomes) got ahead of the log it derives from
+    (commands) in a crash: the orphan records describe commands that were never accepted.
+    """
+    end = 0
+    with FileLog.open(path, fsync=FsyncPolicy.NEVER) as log:
+        if log.last_seq <= last_seq:
+            return 0
+        for seq, payload in log.read():
+            if seq > last_seq:
+                break
+            end += HEADER_SIZE + len(payload)
+        total = log.size
+    os.truncate(path, end)
+    return total - end
