@@ -44,17 +44,17 @@ def account_view(state: State, account: Account) -> AccountView:
         for ccy, bal in account.balances.items()
     ]
     try:
-        figures = risk.account_risk(state, account)
+        figures = risk.account_risk(state, account, with_imr=True)
     except AssertionError:
         figures = None
     if figures is None:
         return AccountView(acct=account.acct, totalEq="", imr="", mmr="", mgnRatio="", balances=balances)
-    has_debt = figures.maintenance > 0
+    has_debt = figures.required > 0
     return AccountView(
         acct=account.acct,
         totalEq=fmt(round_down(figures.equity, places)),
         imr=fmt(round_up(figures.imr, places)) if has_debt else "",
-        mmr=fmt(round_up(figures.maintenance + figures.fees, places)) if has_debt else "",
+        mmr=fmt(round_up(figures.required, places)) if has_debt else "",
         mgnRatio=_ratio(figures.ratio),
         balances=balances,
     )

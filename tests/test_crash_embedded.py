@@ -24,6 +24,7 @@ from engine.io.filelog import FileLog
 from replay.verify import replay_dir
 
 ROOT = Path(__file__).resolve().parent.parent
+TOTAL = 40_000
 TIERS = [
     {"tier": 1, "maxBorrowBase": "35", "maxBorrowQuote": "1000000", "mmr": "0.03", "imr": "0.1", "maxLever": "10"},
     {"tier": 2, "maxBorrowBase": "70", "maxBorrowQuote": "2000000", "mmr": "0.0625", "imr": "0.125", "maxLever": "8"},
@@ -122,24 +123,26 @@ def _records(path: Path) -> list[tuple[int, bytes]]:
 @pytest.mark.slow
 def test_sigkill_mid_stream_then_restart_equals_uninterrupted_run(tmp_path: Path) -> None:
     flow = tmp_path / "flow.jsonl"
-    write_flow(flow, 12_000, seed=7)
+    write_flow(flow, TOTAL, seed=7)
     reference = tmp_path / "reference"
+    started = time.monotonic()
     done = _run(flow, reference)
     assert done.wait(timeout=300) == 0, done.stderr.read().decode() if done.stderr else ""
+    duration = time.monotonic() - started
 
     crashed = tmp_path / "crashed"
     rng = random.Random(11)
     kills_mid_stream = 0
-    for _ in range(5):
+    for _ in range(6):
         proc = _run(flow, crashed)
-        time.sleep(rng.uniform(0.5, 1.5))
+        time.sleep(rng.uniform(0.25, 0.5) * duration)
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         if (crashed / COMMANDS_FILE).exists():
             journaled = len(_records(crashed / COMMANDS_FILE))
-            kills_mid_stream += 0 < journaled < 12_000
+            kills_mid_stream += 0 < journaled < TOTAL
     final = _run(flow, crashed)
     assert final.wait(timeout=300) == 0, final.stderr.read().decode() if final.stderr else ""
     assert kills_mid_stream >= 2, "the kills did not land mid-stream; the test proved nothing"

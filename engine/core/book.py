@@ -67,10 +67,15 @@ class OrderBook:
                 yield -key, level
 
     def check(self) -> None:
+        """O(1) check run after every order: the book is not crossed."""
         bid = self.best_bid_ticks()
         ask = self.best_ask_ticks()
         if bid is not None and ask is not None and bid >= ask:
             raise BookInvariantError(f"crossed book: best bid {bid} ticks >= best ask {ask} ticks")
+
+    def check_deep(self) -> None:
+        """O(levels) check for tests and audits: not crossed and no empty level."""
+        self.check()
         for levels in (self.bids, self.asks):
             for key, level in levels.items():
                 if not level:

@@ -30,15 +30,18 @@ class InvariantBroken(RuntimeError):
 
 
 class Ctx:
-    __slots__ = ("events", "seq", "state", "touched", "ts")
+    __slots__ = ("changed", "events", "seq", "state", "touched", "ts")
 
     def __init__(self, state: State, seq: int, ts: int) -> None:
         self.state = state
         self.seq = seq
         self.ts = ts
         self.events: list[ev.Event] = []
-        #: Accounts whose balances changed: their risk is evaluated once the command is done.
+        #: Accounts whose balances changed and that still await a risk evaluation (a queue:
+        #: evaluating one account may change others, which are queued again).
         self.touched: dict[str, None] = {}
+        #: Every account touched by the command (invariant checks).
+        self.changed: dict[str, None] = {}
 
     def emit(self, event: ev.Event) -> None:
         self.events.append(event)
@@ -46,3 +49,11 @@ class Ctx:
 
     def touch(self, acct: str) -> None:
         self.touched[acct] = None
+        self.changed[acct] = None
+
+    def next_touched(self) -> str | None:
+        """Pop the oldest account awaiting evaluation."""
+        for acct in self.touched:
+            del self.touched[acct]
+            return acct
+        return None

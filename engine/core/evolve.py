@@ -106,7 +106,9 @@ def _borrowed(state: State, e: ev.Borrowed) -> None:
     bal = state.accounts[e.acct].balance(e.ccy)
     bal.cash += e.amt
     bal.liab += e.amt
-    state.debtors[e.acct] = None
+    if e.acct not in state.debtors:
+        state.debtors[e.acct] = state.next_debtor_rank
+        state.next_debtor_rank += 1
 
 
 def _repaid(state: State, e: ev.Repaid) -> None:

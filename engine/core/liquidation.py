@@ -33,19 +33,23 @@ from engine.core.funds import emit_repay
 from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, display_ratio
 from engine.core.money import ONE, div_up
 from engine.core.orders import cancel_all, lot_ceil, lot_floor, submit_liquidation_order
-from engine.core.risk import account_risk
+from engine.core.risk import account_risk, zone_bands
 from engine.core.state import Account
 from events import journal as ev
 
 
 def evaluate(ctx: Ctx, acct: str) -> None:
-    """Raise or clear the margin call, or liquidate, for one account (see module doc)."""
-    account = ctx.state.accounts[acct]
+    """Raise or clear the margin call, or liquidate, for one account (see module doc); then
+    re-register the account's zone bands with the risk watch."""
+    state = ctx.state
+    account = state.accounts[acct]
     if not account.has_debt():
+        state.watch.forget(acct)
         if account.margin_call:
             ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=None))
         return
-    ratio = account_risk(ctx.state, account).ratio
+    risk = account_risk(state, account)
+    ratio = risk.ratio
     if ratio is None:
         return
     if ratio <= WARNING_RATIO:
@@ -55,8 +59,14 @@ def evaluate(ctx: Ctx, acct: str) -> None:
             liquidate(ctx, account, ratio)
             if account.margin_call and not account.has_debt():
                 ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=None))
+            if account.has_debt():
+                evaluate(ctx, acct)
+            else:
+                state.watch.forget(acct)
+            return
     elif account.margin_call:
         ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=_shown(ratio)))
+    state.watch.watch(acct, state.debtors[acct], zone_bands(risk))
 
 
 def _shown(ratio: Decimal) -> Decimal:

@@ -87,10 +87,9 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
         if cmd.px is None:
             raise Rejected("missing_px", f"px is required for {cmd.ordType} orders")
         px = _decimal_field(cmd.px, "px", inst.tick, "tickSz")
-    takeable = list(_walk(inst, is_buy, cmd.acct, px))
-    fill_sz, fill_notional = margin.book_walk(takeable, sz)
-    if cmd.ordType == "post_only" and takeable:
+    if cmd.ordType == "post_only" and next(_walk(inst, is_buy, cmd.acct, px), None) is not None:
         raise Rejected("post_only_would_cross", f"post_only {cmd.side} at {px} would take liquidity")
+    fill_sz, fill_notional = margin.book_walk(_walk(inst, is_buy, cmd.acct, px), sz)
     frozen = _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional)
     order_id = state.next_order_id
     ctx.emit(
@@ -107,7 +106,6 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
             frozen=frozen,
         )
     )
-    ctx.touch(cmd.acct)
     order = state.orders[order_id]
     if cmd.ordType == "fok" and fill_sz < sz:
         _cancel(ctx, order, "fok")
@@ -217,6 +215,7 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
             )
         )
         ctx.touch(maker.acct)
+        ctx.touch(order.acct)
 
 
 def _cancel(ctx: Ctx, order: Order, reason: str) -> None:

@@ -20,19 +20,29 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.core import margin
-from engine.core.money import ZERO
+from engine.core.money import DOWN, ZERO, round_down
 from engine.core.state import Account, Instrument, State, TierRow
 
 
 class AccountRisk:
-    __slots__ = ("equity", "fees", "imr", "maintenance", "ratio")
+    """Risk figures of a cross account at the current marks (values in the valuation currency).
 
-    def __init__(self, equity: Decimal, maintenance: Decimal, fees: Decimal, imr: Decimal) -> None:
+    ``required`` = maintenance + closing-fee reserve, so ``ratio = equity / required``.
+    ``legs`` lists, per priced non-valuation currency, ``(ccy, price, units, required_per_price)``:
+    ``units = cash − D`` and ``required_per_price = D·m + D·(1+m)·f`` — how equity and the
+    requirement move with that currency's price (both are linear in it).
+    """
+
+    __slots__ = ("equity", "imr", "legs", "ratio", "required")
+
+    def __init__(
+        self, equity: Decimal, required: Decimal, imr: Decimal, legs: list[tuple[str, Decimal, Decimal, Decimal]]
+    ) -> None:
         self.equity = equity
-        self.maintenance = maintenance
-        self.fees = fees
+        self.required = required
         self.imr = imr
-        self.ratio = margin.margin_ratio(equity, maintenance, fees)
+        self.legs = legs
+        self.ratio = margin.margin_ratio(equity, required, ZERO)
 
 
 def price_of(state: State, ccy: str) -> Decimal | None:
@@ -51,9 +61,11 @@ def debt_terms(state: State, account: Account, ccy: str, debt: Decimal) -> tuple
     return inst, row, lever
 
 
-def account_risk(state: State, account: Account) -> AccountRisk:
-    """Equity, maintenance, closing-fee reserve and initial requirement of a cross account."""
-    equity = maintenance = fees = imr = ZERO
+def account_risk(state: State, account: Account, with_imr: bool = False) -> AccountRisk:
+    """Equity, requirement (MM + closing fees) and, if asked, initial margin of a cross account."""
+    equity = required = imr = ZERO
+    legs: list[tuple[str, Decimal, Decimal, Decimal]] = []
+    valuation = state.valuation_ccy
     for ccy, bal in account.balances.items():
         debt = bal.liab + bal.interest
         price = price_of(state, ccy)
@@ -61,14 +73,18 @@ def account_risk(state: State, account: Account) -> AccountRisk:
             if debt:
                 raise AssertionError(f"debt in {ccy} without a mark price")
             continue
-        equity += (bal.cash - debt) * price
+        units = bal.cash - debt
+        equity += units * price
+        per_price = ZERO
         if debt:
             inst, row, lever = debt_terms(state, account, ccy, debt)
-            value = debt * price
-            maintenance += margin.debt_maintenance(value, row.mmr)
-            fees += margin.debt_closing_fee(value, row.mmr, inst.taker_fee)
-            imr += value * margin.initial_margin_rate(lever, row)
-    return AccountRisk(equity, maintenance, fees, imr)
+            per_price = margin.debt_maintenance(debt, row.mmr) + margin.debt_closing_fee(debt, row.mmr, inst.taker_fee)
+            required += per_price * price
+            if with_imr:
+                imr += debt * price * margin.initial_margin_rate(lever, row)
+        if ccy != valuation:
+            legs.append((ccy, price, units, per_price))
+    return AccountRisk(equity, required, imr, legs)
 
 
 def check_initial_margin(
@@ -139,24 +155,45 @@ def cross_liquidation_price(state: State, account: Account, ccy: str) -> Decimal
     amount, not on price, so the requirement is linear in ``P``.
     """
     risk = account_risk(state, account)
-    bal = account.balances.get(ccy)
-    price = price_of(state, ccy)
-    if bal is None or price is None or ccy == state.valuation_ccy:
-        return None
-    debt = bal.liab + bal.interest
-    units = bal.cash - debt
-    per_price = ZERO
-    if debt:
-        inst, row, _ = debt_terms(state, account, ccy, debt)
-        per_price = margin.debt_maintenance(debt, row.mmr) + margin.debt_closing_fee(debt, row.mmr, inst.taker_fee)
-    equity_rest = risk.equity - units * price
-    required_rest = risk.maintenance + risk.fees - per_price * price
-    return margin.linear_liquidation_price(equity_rest, units, required_rest, per_price)
+    for leg_ccy, price, units, per_price in risk.legs:
+        if leg_ccy == ccy:
+            equity_rest = risk.equity - units * price
+            required_rest = risk.required - per_price * price
+            return margin.linear_liquidation_price(equity_rest, units, required_rest, per_price)
+    return None
 
 
 def close_buffer(state: State, account: Account, ccy: str, debt: Decimal) -> Decimal:
     """Spec §4 decision 8: the tier's IMR while equity covers the total initial margin,
     otherwise its MMR."""
     _, row, _ = debt_terms(state, account, ccy, debt)
-    risk = account_risk(state, account)
+    risk = account_risk(state, account, with_imr=True)
     return row.imr if risk.equity >= risk.imr else row.mmr
+
+
+def zone_bands(risk: AccountRisk) -> list[tuple[str, Decimal, Decimal]]:
+    """Price bands inside which the account's zone cannot change (see ``engine.core.watch``).
+
+    Healthy (``MR > 3``): slack ``s = equity − 3·required``, sensitivity ``|units − 3·rpp|``.
+    Warned (``1 < MR ≤ 3``): ``s = min(equity − required, 3·required − equity)``, sensitivity
+    ``max(|units − rpp|, |units − 3·rpp|)``. Each of the ``n`` sensitive currencies gets the
+    half-width ``s / (n·sensitivity)`` rounded down at 12 places; a band is ``(ccy, price − h, price + h)``.
+    """
+    warning = margin.WARNING_RATIO
+    equity, required = risk.equity, risk.required
+    healthy = equity > warning * required
+    slack = equity - warning * required if healthy else min(equity - required, warning * required - equity)
+    slack = max(slack, ZERO)
+    sensitive: list[tuple[str, Decimal, Decimal]] = []
+    for ccy, price, units, per_price in risk.legs:
+        worst = abs(units - warning * per_price)
+        if not healthy:
+            worst = max(worst, abs(units - per_price))
+        if worst:
+            sensitive.append((ccy, price, worst))
+    count = Decimal(len(sensitive))
+    bands = []
+    for ccy, price, worst in sensitive:
+        half = round_down(DOWN.divide(slack, count * worst), 12)
+        bands.append((ccy, price - half, price + half))
+    return bands

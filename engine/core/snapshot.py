@@ -234,7 +234,9 @@ def restore(data: bytes) -> State:
         inst = state.instruments[book.inst_id]
         for oid in (*book.bids, *book.asks):
             inst.book.add(state.orders[oid])
-    state.debtors = dict.fromkeys(snap.debtors)
+    state.debtors = {acct: rank for rank, acct in enumerate(snap.debtors)}
+    state.next_debtor_rank = len(snap.debtors)
+    state.watch.unbanded.update(dict.fromkeys(snap.debtors))
     state.fees = dict(snap.fees)
     state.insurance = dict(snap.insurance)
     state.interest_income = dict(snap.interest_income)

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from engine.core.book import OrderBook
 from engine.core.money import ZERO
+from engine.core.watch import RiskWatch
 
 
 class Asset:
@@ -236,6 +237,7 @@ class State:
         "accounts",
         "assets",
         "debtors",
+        "next_debtor_rank",
         "fees",
         "instruments",
         "insurance",
@@ -249,6 +251,7 @@ class State:
         "price_inst",
         "seen_ids",
         "valuation_ccy",
+        "watch",
     )
 
     def __init__(self) -> None:
@@ -257,8 +260,12 @@ class State:
         self.accounts: dict[str, Account] = {}
         self.orders: dict[int, Order] = {}
         self.marks: dict[str, Decimal] = {}
-        #: Accounts with any liability, in order of first borrowing (the risk sweep order).
-        self.debtors: dict[str, None] = {}
+        #: Accounts with any liability → rank; ranks increase in order of (re)becoming a debtor,
+        #: the order risk sweeps use. Only the order is state (snapshots keep the order).
+        self.debtors: dict[str, int] = {}
+        self.next_debtor_rank = 0
+        #: Cache of which debtors a mark can move across a threshold (not in snapshots).
+        self.watch = RiskWatch()
         #: Fee income (negative after net rebates), insurance funds and interest income per ccy.
         self.fees: dict[str, Decimal] = {}
         self.insurance: dict[str, Decimal] = {}

@@ -8,8 +8,9 @@ applied or refused (a retry gets the same answer: refused as a duplicate).
 
 Order of work inside one step: dispatch to the handler (which emits, and so applies, events);
 a business refusal becomes ``order_rejected`` (orders) or ``command_rejected``; then every
-account the command touched is evaluated for margin calls and liquidation, in order of first
-touch; then invariants are checked. A broken invariant raises :class:`InvariantBroken`: the
+account the command touched is evaluated for margin calls and liquidation, in order of touch —
+an evaluation that changes other accounts (a liquidation's counterparties) queues them too, until
+no account awaits evaluation; then invariants are checked. A broken invariant raises :class:`InvariantBroken`: the
 caller must stop without committing the outcome.
 """
 
@@ -38,12 +39,25 @@ def _set_position_mode(ctx: Ctx, command: cmd.SetPositionMode) -> None:
 
 
 def _mark_price(ctx: Ctx, command: cmd.MarkPrice) -> None:
-    reference.mark_price(ctx, command)
+    """Set the mark, then evaluate the debtors it may move across a threshold, in debtor
+    order: those whose risk band it leaves (``engine.core.watch``) — or, on the first mark of
+    a currency (holdings start to count), every debtor holding that currency."""
     state = ctx.state
-    base = state.instruments[command.instId].base
-    for acct in state.debtors:
-        if base in state.accounts[acct].balances:
-            ctx.touch(acct)
+    inst_id = command.instId
+    first = inst_id not in state.marks
+    reference.mark_price(ctx, command)
+    base = state.instruments[inst_id].base
+    if state.price_inst.get(base) != inst_id:
+        return
+    debtors = state.debtors
+    if first:
+        for acct in debtors:
+            if base in state.accounts[acct].balances:
+                ctx.touch(acct)
+        return
+    crossed = state.watch.crossed(base, state.marks[inst_id])
+    for acct in sorted(crossed, key=debtors.__getitem__):
+        ctx.touch(acct)
 
 
 _HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
@@ -109,8 +123,10 @@ class Engine:
                 if ctx.events:
                     raise InvariantBroken(f"refusal after events were emitted: {refusal}") from refusal
                 ctx.emit(_refusal(command, refusal))
-            for acct in list(ctx.touched):
+            acct = ctx.next_touched()
+            while acct is not None:
                 evaluate(ctx, acct)
+                acct = ctx.next_touched()
             _check_invariants(ctx, command)
         outcome = ev.Outcome(seq=seq, ts=command.ts, id=command.id, events=ctx.events)
         record(state, outcome)
@@ -138,7 +154,7 @@ def _check_invariants(ctx: Ctx, command: cmd.Command) -> None:
             state.instruments[command.instId].book.check()
         except RuntimeError as err:
             raise InvariantBroken(str(err)) from err
-    for acct in ctx.touched:
+    for acct in ctx.changed:
         for ccy, bal in state.accounts[acct].balances.items():
             if bal.cash < 0 or bal.frozen < 0 or bal.frozen > bal.cash or bal.liab < 0 or bal.interest < 0:
                 raise InvariantBroken(
