@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from engine.core.context import InvariantBroken
 from engine.io.embedded import Divergence, EmbeddedEngine
 from engine.io.filelog import FsyncPolicy, LogError
 from events.codec import BadCommand, decode_command_json, encode_json
@@ -144,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LogError, Divergence, FileNotFoundError, ResumeMismatch) as err:
         print(f"marginbook: {err}", file=sys.stderr)
         return 2
+    except InvariantBroken as err:
+        print(f"marginbook: engine halted, outcome not committed: {err}", file=sys.stderr)
+        return 3
     return code
 
 
