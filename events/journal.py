@@ -93,6 +93,13 @@ class Repaid(_Event, frozen=True, tag="repaid"):
     reason: str
 
 
+class InterestHourClosed(_Event, frozen=True, tag="interest_hour_closed"):
+    """An ``accrue_interest`` was applied for clock hour ``hour`` (``ts // 3,600,000``); a
+    second one in the same hour is refused (``interest_already_accrued``)."""
+
+    hour: int
+
+
 class InterestAccrued(_Event, frozen=True, tag="interest_accrued"):
     """One hour of interest on ``liab`` at ``hourlyRate``, rounded up at the asset's precision."""
 
@@ -240,6 +247,7 @@ Event = (
     | Withdrawn
     | Borrowed
     | Repaid
+    | InterestHourClosed
     | InterestAccrued
     | OrderAccepted
     | OrderRejected

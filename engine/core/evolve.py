@@ -121,6 +121,10 @@ def _repaid(state: State, e: ev.Repaid) -> None:
         state.debtors.pop(e.acct, None)
 
 
+def _interest_hour_closed(state: State, e: ev.InterestHourClosed) -> None:
+    state.last_interest_hour = e.hour
+
+
 def _interest_accrued(state: State, e: ev.InterestAccrued) -> None:
     state.accounts[e.acct].balances[e.ccy].interest += e.amt
     _add(state.interest_income, e.ccy, e.amt)
@@ -289,6 +293,7 @@ _APPLY: Final[dict[type, Callable[[State, Any], None]]] = {
     ev.Withdrawn: _withdrawn,
     ev.Borrowed: _borrowed,
     ev.Repaid: _repaid,
+    ev.InterestHourClosed: _interest_hour_closed,
     ev.InterestAccrued: _interest_accrued,
     ev.OrderAccepted: _order_accepted,
     ev.OrderRejected: _nothing,

@@ -4,7 +4,9 @@ Interest (spec §4 decision 2, OKX rule): each ``accrue_interest`` command charg
 the principal (``liab``) held at that instant, ``liab × dailyRate / 24`` rounded **up** at the
 asset's precision, into ``interest`` (simple interest: accrued interest bears none). A loan
 repaid between two accruals pays nothing. Accounts are swept in order of first borrowing,
-currencies in order of first touch. Repayment pays interest first, then principal.
+currencies in order of first touch. Repayment pays interest first, then principal. At most one
+accrual per clock hour of ``ts`` is applied: a repeated scheduler write (with or without an id) is
+refused as ``interest_already_accrued``, so an hour is never charged twice.
 """
 
 from __future__ import annotations
@@ -96,8 +98,18 @@ def emit_repay(ctx: Ctx, acct: str, ccy: str, pay: Decimal, reason: str) -> None
     ctx.touch(acct)
 
 
+HOUR_MS = 3_600_000
+
+
 def accrue_interest(ctx: Ctx, cmd: AccrueInterest) -> None:
     state = ctx.state
+    hour = cmd.ts // HOUR_MS
+    if hour <= state.last_interest_hour:
+        raise Rejected(
+            "interest_already_accrued",
+            f"ts {cmd.ts} falls in hour {hour}; interest was already accrued for hour {state.last_interest_hour}",
+        )
+    ctx.emit(ev.InterestHourClosed(hour=hour))
     for acct in list(state.debtors):
         account = state.accounts[acct]
         for ccy, bal in account.balances.items():

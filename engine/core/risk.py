@@ -20,7 +20,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.core import margin
-from engine.core.money import DOWN, ZERO, round_down
+from engine.core.money import DOWN, ZERO, fmt, round_down, round_up
 from engine.core.state import Account, Instrument, State, TierRow
 
 
@@ -140,10 +140,11 @@ def check_initial_margin(
             lev = lever[1]
         cap = margin.spot_borrow_cap(inst.tiers, lev, ccy == inst.base)
         if debt > cap:
-            return "borrow_limit", f"{ccy} debt would be {debt}, above the limit {cap} at leverage {lev}"
+            return "borrow_limit", f"{ccy} debt would be {fmt(debt)}, above the limit {fmt(cap)} at leverage {fmt(lev)}"
         required += debt * price * margin.initial_margin_rate(lev, row)
     if equity < required:
-        return "insufficient_margin", f"equity {equity} would be below the initial margin {required}"
+        shown = f"equity {fmt(round_down(equity, 8))} would be below the initial margin {fmt(round_up(required, 8))}"
+        return "insufficient_margin", shown
     return None
 
 

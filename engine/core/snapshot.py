@@ -95,6 +95,7 @@ class Snapshot(msgspec.Struct):
     insurance: list[tuple[str, Decimal]]
     interest_income: list[tuple[str, Decimal]]
     seen_ids: list[str]
+    last_interest_hour: int
 
 
 _encoder = msgspec.msgpack.Encoder(decimal_format="string")
@@ -167,6 +168,7 @@ def capture(state: State) -> Snapshot:
         insurance=_pairs(state.insurance),
         interest_income=_pairs(state.interest_income),
         seen_ids=sorted(state.seen_ids),
+        last_interest_hour=state.last_interest_hour,
     )
 
 
@@ -241,4 +243,5 @@ def restore(data: bytes) -> State:
     state.insurance = dict(snap.insurance)
     state.interest_income = dict(snap.interest_income)
     state.seen_ids = set(snap.seen_ids)
+    state.last_interest_hour = snap.last_interest_hour
     return state

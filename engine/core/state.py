@@ -241,6 +241,7 @@ class State:
         "instruments",
         "insurance",
         "interest_income",
+        "last_interest_hour",
         "last_seq",
         "margin_inst",
         "marks",
@@ -273,6 +274,8 @@ class State:
         #: Idempotency keys already applied (membership only; never iterated unsorted).
         self.seen_ids: set[str] = set()
         self.last_seq = 0
+        #: Clock hour (``ts // 3,600,000``) of the last ``accrue_interest`` applied; −1: none.
+        self.last_interest_hour = -1
         self.next_order_id = 1
         self.next_trade_id = 1
         #: Currency every risk figure is valued in: the quote of the first listed instrument.
