@@ -248,6 +248,9 @@ class Harness:
         return self.send("mark_price", cid=None, instId=inst, markPx=px)
 
     def accrue(self, at: int | None = None) -> ev.Outcome:
+        """An hourly scheduler's write: by default at the next full hour after the last ts."""
+        if at is None:
+            at = (self.ts // 3_600_000 + 1) * 3_600_000
         return self.send("accrue_interest", cid=None, at=at)
 
     # --- reading results ------------------------------------------------------------------
