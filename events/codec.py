@@ -73,6 +73,8 @@ def decode_command_json(data: bytes | str) -> Command:
         return _check(_json_cmd_decoder.decode(data))
     except msgspec.MsgspecError as err:
         raise _bad(err) from None
+    except RecursionError:
+        raise BadCommand("$", "nested too deeply to be a command") from None
 
 
 def decode_command_msgpack(data: bytes) -> Command:
@@ -81,6 +83,8 @@ def decode_command_msgpack(data: bytes) -> Command:
         return _check(_msgpack_cmd_decoder.decode(data))
     except msgspec.MsgspecError as err:
         raise _bad(err) from None
+    except RecursionError:
+        raise BadCommand("$", "nested too deeply to be a command") from None
 
 
 def encode_command_json(cmd: Command) -> bytes:

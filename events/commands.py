@@ -22,7 +22,8 @@ CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 #: Account, asset, instrument and client order identifiers.
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 #: Milliseconds since the Unix epoch (UTC), set by the writer; the engine's only clock.
-TimestampMs = Annotated[int, msgspec.Meta(ge=0)]
+#: Bounded to the year 9999 so every encoding (msgpack included) can carry it.
+TimestampMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]
 
 Side = Literal["buy", "sell"]
 OrdType = Literal["limit", "market", "post_only", "ioc", "fok"]

@@ -84,7 +84,7 @@ def cross_positions(state: State, account: Account) -> list[PositionView]:
                 price = risk.price_of(state, liab_ccy)
                 if price is not None:
                     value = debt * price
-                    imr = value * margin.initial_margin_rate(lever, row)
+                    imr = margin.initial_requirement(value, lever, row)
                     mmr = margin.debt_maintenance(value, row.mmr) + margin.debt_closing_fee(
                         value, row.mmr, inst.taker_fee
                     )

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Final
 
-from engine.core.money import NEAR, ONE, ZERO, div_up, quantum, round_down, round_up
+from engine.core.money import NEAR, ONE, UP, ZERO, div_up, quantum, round_down, round_up
 from engine.core.state import TierRow
 
 #: Margin-call threshold (300 %) and liquidation threshold (100 %), spec §4 decisions 5 and 6.
@@ -61,9 +61,15 @@ def spot_borrow_cap(tiers: Sequence[TierRow], lever: Decimal, debt_is_base: bool
     return cap
 
 
-def initial_margin_rate(lever: Decimal, row: TierRow) -> Decimal:
-    """``IMR = max(1/L, tier minimum IMR)`` (§1.2, spot cross). Exact to 50 digits, rounded up."""
-    return max(div_up(ONE, lever, 40), row.imr)
+#: Decimal places initial-margin requirements are kept at (rounded up: an amount owed).
+REQUIREMENT_PLACES: Final = 18
+
+
+def initial_requirement(debt_value: Decimal, lever: Decimal, row: TierRow) -> Decimal:
+    """Initial margin of a debt worth ``D·P``: ``D·P·max(1/L, imr_tier)`` (§1.2, spot cross),
+    computed as ``max(D·P / L, D·P·imr)`` and rounded **up** at :data:`REQUIREMENT_PLACES`."""
+    by_lever = UP.divide(debt_value, lever)
+    return round_up(max(by_lever, debt_value * row.imr), REQUIREMENT_PLACES)
 
 
 def max_borrowable(margin_value: Decimal, lever: Decimal, cap: Decimal) -> Decimal:

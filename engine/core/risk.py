@@ -81,7 +81,7 @@ def account_risk(state: State, account: Account, with_imr: bool = False) -> Acco
             per_price = margin.debt_maintenance(debt, row.mmr) + margin.debt_closing_fee(debt, row.mmr, inst.taker_fee)
             required += per_price * price
             if with_imr:
-                imr += debt * price * margin.initial_margin_rate(lever, row)
+                imr += margin.initial_requirement(debt * price, lever, row)
         if ccy != valuation:
             legs.append((ccy, price, units, per_price))
     return AccountRisk(equity, required, imr, legs)
@@ -141,7 +141,7 @@ def check_initial_margin(
         cap = margin.spot_borrow_cap(inst.tiers, lev, ccy == inst.base)
         if debt > cap:
             return "borrow_limit", f"{ccy} debt would be {fmt(debt)}, above the limit {fmt(cap)} at leverage {fmt(lev)}"
-        required += debt * price * margin.initial_margin_rate(lev, row)
+        required += margin.initial_requirement(debt * price, lev, row)
     if equity < required:
         shown = f"equity {fmt(round_down(equity, 8))} would be below the initial margin {fmt(round_up(required, 8))}"
         return "insufficient_margin", shown
