@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("dir")
     replay.add_argument("--from-snapshot", type=int, metavar="SEQ", help="start from the snapshot at SEQ")
     replay.set_defaults(func=_cmd_replay)
+    from cli import services
+
+    services.register(sub)
     return parser
 
 

@@ -1,0 +1,147 @@
+"""The Kafka-facing commands: ``topics``, ``engine`` (and their metrics endpoint)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator
+
+from engine.io.kafka.config import EngineConfig, Topics
+from engine.io.kafka.loop import KafkaEngine, install_signal_handlers
+from engine.io.kafka.topics import create_topics
+from engine.io.metrics import serve_metrics
+
+
+class JsonLogFormatter(logging.Formatter):
+    """Structured logs: one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created * 1000),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def add_kafka_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP)")
+    parser.add_argument("--topic-prefix", default="marginbook", help="prefix of every topic name")
+
+
+def topics_from(args: argparse.Namespace) -> Topics:
+    p = args.topic_prefix
+    return Topics(
+        commands=f"{p}.commands",
+        events=f"{p}.events",
+        snapshots=f"{p}.snapshots",
+        risk=f"{p}.risk",
+        alerts=f"{p}.alerts",
+        dlq=f"{p}.commands.dlq",
+    )
+
+
+def bootstrap_from(args: argparse.Namespace) -> str:
+    import os
+
+    value = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP")
+    if not value:
+        raise SystemExit("marginbook: no Kafka broker: pass --bootstrap or set KAFKA_BOOTSTRAP")
+    return str(value)
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    created = asyncio.run(create_topics(bootstrap_from(args), topics_from(args), args.shards))
+    for name in created:
+        print(f"created {name}")
+    print(f"topics ready ({len(created)} created)")
+    return 0
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    config = EngineConfig(
+        bootstrap=bootstrap_from(args),
+        topics=topics_from(args),
+        shard=args.shard,
+        batch_max=args.batch_max,
+        snapshot_every=args.snapshot_every,
+        metrics_port=args.metrics_port,
+    )
+
+    async def main() -> None:
+        engine = KafkaEngine(config)
+        server = await serve_metrics(engine.stats, config.metrics_port) if config.metrics_port else None
+        install_signal_handlers(engine, asyncio.get_running_loop(), lambda: None)
+        try:
+            await engine.run()
+        finally:
+            if server is not None:
+                server.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    topics = sub.add_parser("topics", help="create the Kafka topics with their settings")
+    add_kafka_args(topics)
+    topics.add_argument("--shards", type=int, default=1, help="partitions per shard-keyed topic")
+    topics.set_defaults(func=cmd_topics)
+    engine = sub.add_parser("engine", help="run the engine on its Kafka shard, exactly once")
+    add_kafka_args(engine)
+    engine.add_argument("--shard", type=int, default=0)
+    engine.add_argument("--batch-max", type=int, default=2_000)
+    engine.add_argument("--snapshot-every", type=int, default=50_000)
+    engine.add_argument("--metrics-port", type=int, default=0, help="serve /metrics and /healthz on this port")
+    engine.add_argument("--log-level", default="INFO")
+    engine.set_defaults(func=cmd_engine)
+    register_submit(sub)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cli.main import read_commands
+    from engine.io.kafka.submit import submit
+
+    lines: Iterator[tuple[int, bytes]]
+    if args.file == "-":
+        lines = ((n, raw.strip()) for n, raw in enumerate(sys.stdin.buffer, start=1) if raw.strip())
+        source = "<stdin>"
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            print(f"marginbook: {path}: no such file", file=sys.stderr)
+            return 2
+        lines = read_commands(path)
+        source = str(path)
+    report = asyncio.run(submit(bootstrap_from(args), topics_from(args).commands, lines))
+    for number, field, message in report.refused:
+        print(f"{source}:{number}: {field}: {message}", file=sys.stderr)
+    print(
+        f"submitted {report.sent} command(s) as {report.records} record(s); "
+        f"{report.ids_assigned} id(s) assigned; {len(report.refused)} refused",
+        file=sys.stderr,
+    )
+    return 1 if report.refused else 0
+
+
+def register_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    submit = sub.add_parser("submit", help="validate commands and produce them to their shards")
+    add_kafka_args(submit)
+    submit.add_argument("file", help="JSONL file, or - for standard input")
+    submit.set_defaults(func=cmd_submit)

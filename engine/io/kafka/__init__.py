@@ -1,0 +1,1 @@
+"""The engine as a Kafka service: configuration, topics, the exactly-once loop."""
