@@ -70,6 +70,7 @@ def _instrument_listed(state: State, e: ev.InstrumentListed) -> None:
     state.instruments[inst.inst_id] = inst
     if state.valuation_ccy is None:
         state.valuation_ccy = inst.quote
+        state.prices[inst.quote] = Decimal(1)
     if inst.inst_type != "SPOT":
         return
     if inst.quote == state.valuation_ccy and inst.base not in state.price_inst:
@@ -92,6 +93,9 @@ def _leverage_set(state: State, e: ev.LeverageSet) -> None:
 
 def _mark_price_set(state: State, e: ev.MarkPriceSet) -> None:
     state.marks[e.instId] = e.markPx
+    base = state.instruments[e.instId].base
+    if state.price_inst.get(base) == e.instId:
+        state.prices[base] = e.markPx
 
 
 def _deposited(state: State, e: ev.Deposited) -> None:

@@ -47,10 +47,7 @@ class AccountRisk:
 
 def price_of(state: State, ccy: str) -> Decimal | None:
     """Mark value of one unit of ``ccy`` in the valuation currency (``None``: no mark yet)."""
-    if ccy == state.valuation_ccy:
-        return Decimal(1)
-    inst_id = state.price_inst.get(ccy)
-    return None if inst_id is None else state.marks.get(inst_id)
+    return state.prices.get(ccy)
 
 
 def debt_terms(state: State, account: Account, ccy: str, debt: Decimal) -> tuple[Instrument, TierRow, Decimal]:
@@ -87,6 +84,28 @@ def account_risk(state: State, account: Account, with_imr: bool = False) -> Acco
     return AccountRisk(equity, required, imr, legs)
 
 
+def _fits_without_borrowing(account: Account, out: dict[str, Decimal] | None) -> bool:
+    """Fast path: no debt now and every currency's worst-case outflow (resting cross orders plus
+    ``out``) fits in its free cash — nothing would be borrowed, so nothing is required."""
+    balances = account.balances
+    for held in balances.values():
+        if held.liab or held.interest:
+            return False
+    cross_out = account.cross_out
+    for ccy, amt in cross_out.items():
+        extra = out.get(ccy, ZERO) if out else ZERO
+        bal = balances.get(ccy)
+        if bal is None or amt + extra > bal.cash - bal.frozen:
+            return False
+    if out:
+        for ccy, amt in out.items():
+            if ccy not in cross_out:
+                other = balances.get(ccy)
+                if other is None or amt > other.cash - other.frozen:
+                    return False
+    return True
+
+
 def check_initial_margin(
     state: State,
     account: Account,
@@ -105,6 +124,8 @@ def check_initial_margin(
     currencies ``equity' ≥ Σ D_c·P_c·max(1/L, imr_tier)`` with
     ``equity' = equity + Σ (in − out)·P``.
     """
+    if borrow is None and lever is None and _fits_without_borrowing(account, out):
+        return None
     outs = dict(account.cross_out)
     ins = dict(account.cross_in)
     for extra, target in ((out, outs), (inflow, ins)):

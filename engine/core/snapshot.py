@@ -202,6 +202,11 @@ def restore(data: bytes) -> State:
     state.price_inst = dict(snap.price_inst)
     state.margin_inst = dict(snap.margin_inst)
     state.marks = dict(snap.marks)
+    if state.valuation_ccy is not None:
+        state.prices[state.valuation_ccy] = Decimal(1)
+    for ccy, inst_id in state.price_inst.items():
+        if inst_id in state.marks:
+            state.prices[ccy] = state.marks[inst_id]
     for sa in snap.accounts:
         account = state.accounts[sa.acct] = Account(sa.acct)
         for sb in sa.balances:
@@ -238,7 +243,7 @@ def restore(data: bytes) -> State:
             inst.book.add(state.orders[oid])
     state.debtors = {acct: rank for rank, acct in enumerate(snap.debtors)}
     state.next_debtor_rank = len(snap.debtors)
-    state.watch.unbanded.update(dict.fromkeys(snap.debtors))
+    state.watch.dirty.update(dict.fromkeys(snap.debtors))
     state.fees = dict(snap.fees)
     state.insurance = dict(snap.insurance)
     state.interest_income = dict(snap.interest_income)

@@ -250,6 +250,7 @@ class State:
         "next_trade_id",
         "orders",
         "price_inst",
+        "prices",
         "seen_ids",
         "valuation_ccy",
         "watch",
@@ -282,6 +283,9 @@ class State:
         self.valuation_ccy: str | None = None
         #: ccy → SPOT instrument quoting it in the valuation currency (its mark values the ccy).
         self.price_inst: dict[str, str] = {}
+        #: ccy → its mark value in the valuation currency (1 for the valuation currency itself);
+        #: derived from ``marks`` and ``price_inst``, kept by the fold.
+        self.prices: dict[str, Decimal] = {}
         #: ccy → SPOT instrument whose tier table and taker fee apply to cross debt in ccy:
         #: the first listed instrument with ccy as base, else the first with ccy as quote.
         self.margin_inst: dict[str, str] = {}

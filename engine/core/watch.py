@@ -1,9 +1,11 @@
 """Risk watch: which debtors a mark price can move across a margin threshold.
 
 Evaluating every debtor on every mark price costs O(debtors) full risk computations. Instead,
-after each exact evaluation the account registers, for each currency it is exposed to, a price
-band inside which its zone (healthy above 300 %, warned in (100 %, 300 %]) cannot change. A mark
-price then evaluates only the accounts whose band it leaves.
+after an exact evaluation on a mark the account registers, for each currency it is exposed to, a
+price band inside which its zone (healthy above 300 %, warned in (100 %, 300 %]) cannot change.
+A mark price then evaluates only the accounts whose band it leaves, plus the **dirty** accounts
+exposed to that currency: those whose balances changed since their last band (a trade, a borrow,
+interest) — they were evaluated exactly when they changed, but have no band yet.
 
 Why a band is safe (exact in outcome): for a threshold ``T`` let ``f_T = equity − T·required``.
 Both terms are linear in every price, so ``f_T(P) = f_T(P₀) + Σ_c a_{T,c}·(P_c − P₀_c)`` with
@@ -16,62 +18,120 @@ emits events — so the journal is the same as if every exposed debtor were eval
 mark. Candidates are evaluated in debtor order (order of first borrowing), the order a full sweep
 would use.
 
+Bounds are kept as integers in units of 10⁻¹² (a lower bound rounded up, an upper bound rounded
+down, the mark rounded outward — every rounding can only narrow a band), in two binary heaps per
+currency: a max-heap of lower bounds and a min-heap of upper bounds. Deletion is lazy: forgetting
+an account bumps its version (O(1)); its entries stay in the heaps as stale until a mark pops them
+or a compaction drops them.
+
 This index is a cache of a pure function of the state: it is not part of snapshots or the
-digest. A restored state starts with every debtor ``unbanded`` (evaluated at the next mark).
+digest. A restored state starts with every debtor dirty.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
-
-from sortedcontainers import SortedList
+import heapq
+from collections.abc import Callable
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 Band = tuple[str, Decimal, Decimal]
-_AFTER_ANY_RANK = 1 << 62
+_SCALE = Decimal(10) ** 12
+_COMPACT_SLACK = 4096
+
+
+def _up(value: Decimal) -> int:
+    return int((value * _SCALE).to_integral_value(rounding=ROUND_CEILING))
+
+
+def _down(value: Decimal) -> int:
+    return int((value * _SCALE).to_integral_value(rounding=ROUND_FLOOR))
 
 
 class RiskWatch:
-    __slots__ = ("_entries", "_lower", "_upper", "unbanded")
+    __slots__ = ("_banded", "_live", "_lower", "_size", "_upper", "_version", "dirty")
 
     def __init__(self) -> None:
-        #: ccy → entries ``(bound, rank, acct)``: evaluate when the price falls to ``bound``.
-        self._lower: dict[str, SortedList] = {}
-        #: ccy → entries ``(bound, rank, acct)``: evaluate when the price rises to ``bound``.
-        self._upper: dict[str, SortedList] = {}
-        self._entries: dict[str, list[tuple[str, tuple[Decimal, int, str], tuple[Decimal, int, str]]]] = {}
-        #: Debtors without bands (restored from a snapshot): evaluated at the next mark.
-        self.unbanded: dict[str, None] = {}
+        #: ccy → max-heap of ``(−lower bound, acct, version)``: evaluate when the price falls to it.
+        self._lower: dict[str, list[tuple[int, str, int]]] = {}
+        #: ccy → min-heap of ``(upper bound, acct, version)``: evaluate when the price rises to it.
+        self._upper: dict[str, list[tuple[int, str, int]]] = {}
+        self._version: dict[str, int] = {}
+        #: Banded account → number of its live entries.
+        self._banded: dict[str, int] = {}
+        self._live = 0
+        #: Entries held in the heaps, live or stale.
+        self._size = 0
+        #: Debtors without a band whose balances changed (or restored from a snapshot).
+        self.dirty: dict[str, None] = {}
 
     def forget(self, acct: str) -> None:
-        self.unbanded.pop(acct, None)
-        for ccy, low, high in self._entries.pop(acct, ()):
-            self._lower[ccy].remove(low)
-            self._upper[ccy].remove(high)
+        """Drop the account's band and dirt (it has no debt, or will be re-banded)."""
+        self.dirty.pop(acct, None)
+        entries = self._banded.pop(acct, 0)
+        if entries:
+            self._live -= entries
+            self._version[acct] = self._version.get(acct, 0) + 1
 
-    def watch(self, acct: str, rank: int, bands: list[Band]) -> None:
-        """Replace the account's bands."""
+    def mark_dirty(self, acct: str) -> None:
+        """The account's exposure changed: its band no longer holds."""
         self.forget(acct)
-        entries = []
-        for ccy, low_px, high_px in bands:
-            low, high = (low_px, rank, acct), (high_px, rank, acct)
-            self._lower.setdefault(ccy, SortedList()).add(low)
-            self._upper.setdefault(ccy, SortedList()).add(high)
-            entries.append((ccy, low, high))
-        self._entries[acct] = entries
+        self.dirty[acct] = None
 
-    def crossed(self, ccy: str, price: Decimal) -> dict[str, None]:
-        """Accounts whose band for ``ccy`` does not strictly contain ``price`` (and the
-        unbanded); their bands are dropped — the evaluation that follows sets new ones."""
-        found: dict[str, None] = dict(self.unbanded)
-        self.unbanded.clear()
+    def watch(self, acct: str, bands: list[Band]) -> None:
+        """Set the account's bands (replacing any)."""
+        self.forget(acct)
+        version = self._version.get(acct, 0)
+        push = heapq.heappush
+        for ccy, low, high in bands:
+            lower = self._lower.get(ccy)
+            if lower is None:
+                lower = self._lower[ccy] = []
+                self._upper[ccy] = []
+            push(lower, (-_up(low), acct, version))
+            push(self._upper[ccy], (_down(high), acct, version))
+        count = 2 * len(bands)
+        self._banded[acct] = count
+        self._live += count
+        self._size += count
+        if self._size > 2 * self._live + _COMPACT_SLACK:
+            self._compact()
+
+    def crossed(self, ccy: str, price: Decimal, exposed: Callable[[str], bool]) -> list[str]:
+        """Accounts a mark of ``ccy`` at ``price`` must evaluate: bands that do not strictly
+        contain ``price``, and dirty accounts exposed to ``ccy``. Their bands are dropped."""
+        found: dict[str, None] = {}
+        for acct in list(self.dirty):
+            if exposed(acct):
+                found[acct] = None
+                del self.dirty[acct]
+        version, banded, pop = self._version, self._banded, heapq.heappop
         lower = self._lower.get(ccy)
         if lower:
-            for _, _, acct in lower.irange((price,), None):
-                found[acct] = None
+            floor = -_down(price)
+            while lower and lower[0][0] <= floor:
+                _, acct, entry_version = pop(lower)
+                self._size -= 1
+                if acct in banded and version.get(acct, 0) == entry_version:
+                    found[acct] = None
         upper = self._upper.get(ccy)
         if upper:
-            for _, _, acct in upper.irange(None, (price, _AFTER_ANY_RANK)):
-                found[acct] = None
+            ceiling = _up(price)
+            while upper and upper[0][0] <= ceiling:
+                _, acct, entry_version = pop(upper)
+                self._size -= 1
+                if acct in banded and version.get(acct, 0) == entry_version:
+                    found[acct] = None
         for acct in found:
             self.forget(acct)
-        return found
+        return list(found)
+
+    def _compact(self) -> None:
+        version, banded = self._version, self._banded
+        size = 0
+        for heaps in (self._lower, self._upper):
+            for ccy, entries in heaps.items():
+                live = [e for e in entries if e[1] in banded and version.get(e[1], 0) == e[2]]
+                heapq.heapify(live)
+                heaps[ccy] = live
+                size += len(live)
+        self._size = size
