@@ -29,7 +29,11 @@ def _registry(stats: LoopStats) -> tuple[CollectorRegistry, dict[str, Gauge]]:
     return registry, gauges
 
 
-async def serve_metrics(stats: LoopStats, port: int, host: str = "127.0.0.1") -> asyncio.Server:
+async def serve_metrics(stats: LoopStats, port: int, host: str | None = None) -> asyncio.Server:
+    """Serve on ``host`` (default: env ``MARGINBOOK_METRICS_HOST``, else loopback)."""
+    import os
+
+    host = host or os.environ.get("MARGINBOOK_METRICS_HOST", "127.0.0.1")
     registry, gauges = _registry(stats)
     started = asyncio.get_running_loop().time()
 
