@@ -202,6 +202,15 @@ class LiquidationStarted(_Event, frozen=True, tag="liquidation_started"):
     mgnRatio: Decimal
 
 
+class LiquidationFeeCharged(_Event, frozen=True, tag="liquidation_fee_charged"):
+    """The instrument's ``liqFee`` on a liquidation fill, in the currency the liquidated account
+    received (sell: quote on the notional; buy: base on the size), paid to the insurance fund."""
+
+    acct: str
+    ccy: str
+    amt: Decimal
+
+
 class InsuranceFundCovered(_Event, frozen=True, tag="insurance_fund_covered"):
     """The insurance fund of ``ccy`` paid ``amt`` of a liquidated account's remaining debt."""
 
@@ -257,6 +266,7 @@ Event = (
     | MarginCallRaised
     | MarginCallCleared
     | LiquidationStarted
+    | LiquidationFeeCharged
     | InsuranceFundCovered
     | AssetsTakenOver
     | LiquidationFinished

@@ -21,10 +21,10 @@ those tests are strict xfails whose reason states the discrepancy with its numbe
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 import pytest
-from helpers import BTC_USDT_TIERS, HOUR_MS, MINUTE_MS, Harness, dec, div, events_of, only, q, rejection
+from helpers import BTC_USDT_TIERS, HOUR_MS, MINUTE_MS, TEST_CONTEXT, Harness, dec, div, events_of, only, q, rejection
 
 from engine.core import margin, risk
 from events import journal as ev
@@ -420,13 +420,10 @@ def _liquidation_setup(h: Harness, *, deposit: str, lever: str | None, size: str
     h.order("mm", "buy", "50", "93000", cl_ord_id="deep-bid")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "spec §4.5 'a liquidation fee goes to the fund': the engine ignores the instrument's liqFee; "
-        "liquidating 1 BTC (debt 90,000 USDT) with liqFee 0.01 leaves the insurance fund empty ({})"
-    ),
-)
+def ceil(value: Decimal, places: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_CEILING, context=TEST_CONTEXT)
+
+
 def test_liquidation_fee_goes_to_the_insurance_fund() -> None:
     h = Harness()
     h.list_asset("USDT", 16)
@@ -451,17 +448,13 @@ def test_liquidation_fee_goes_to_the_insurance_fund() -> None:
     out = h.mark("92000")
     assert events_of(out, ev.LiquidationStarted)
     assert not events_of(out, ev.InsuranceFundCovered)
-    assert h.state.insurance.get("USDT", D(0)) > 0
+    fees = events_of(out, ev.LiquidationFeeCharged)
+    trades = [t for t in events_of(out, ev.Traded) if t.liquidation]
+    # 1 % of each liquidation sale's notional, in USDT, rounded up at 16 places.
+    assert [f.amt for f in fees] == [ceil(t.px * t.sz * D("0.01"), 16) for t in trades]
+    assert h.state.insurance["USDT"] == sum(f.amt for f in fees) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "spec §4.5 'tier >= 2 -> partial liquidation, stepping down one tier at a time': a 1,500,000 USDT "
-        "debt (tier 2) at MR 0.8496 is liquidated in full by the engine (debt 0, 0 BTC left) instead of "
-        "being reduced to the tier-1 cap of 1,000,000 (selling about 5.0050 BTC at 93,000)"
-    ),
-)
 def test_tier_2_debt_is_liquidated_partially() -> None:
     h = Harness()
     h.standard_listing()
@@ -472,8 +465,11 @@ def test_tier_2_debt_is_liquidated_partially() -> None:
     out = h.mark("93000")
     assert only(events_of(out, ev.LiquidationStarted)).mgnRatio == D("0.84955752")
     debt = h.bal("alice", "USDT").liab + h.bal("alice", "USDT").interest
-    assert 0 < debt <= D(1_000_000)
+    assert debt == D(1_000_000)  # stepped down to the tier-1 limit, not liquidated in full
     assert h.bal("alice", "BTC").cash > 0
+    assert not events_of(out, ev.InsuranceFundCovered)
+    assert events_of(out, ev.LiquidationFinished)
+    assert h.account("alice").mgnRatio and D(h.account("alice").mgnRatio) > 1
 
 
 def _liquidation_counterparty() -> tuple[Harness, ev.Outcome]:

@@ -272,6 +272,11 @@ def _insurance_fund_covered(state: State, e: ev.InsuranceFundCovered) -> None:
     state.accounts[e.acct].balance(e.ccy).cash += e.amt
 
 
+def _liquidation_fee_charged(state: State, e: ev.LiquidationFeeCharged) -> None:
+    state.accounts[e.acct].balances[e.ccy].cash -= e.amt
+    _add(state.insurance, e.ccy, e.amt)
+
+
 def _assets_taken_over(state: State, e: ev.AssetsTakenOver) -> None:
     state.accounts[e.acct].balances[e.ccy].cash -= e.amt
     _add(state.insurance, e.ccy, e.amt)
@@ -280,7 +285,8 @@ def _assets_taken_over(state: State, e: ev.AssetsTakenOver) -> None:
 def _liquidation_finished(state: State, e: ev.LiquidationFinished) -> None:
     account = state.accounts[e.acct]
     account.liquidating = False
-    account.positions.clear()
+    if not account.has_debt():  # a full liquidation: what is left is plain cash
+        account.positions.clear()
 
 
 def _nothing(state: State, e: Any) -> None:
@@ -307,6 +313,7 @@ _APPLY: Final[dict[type, Callable[[State, Any], None]]] = {
     ev.MarginCallRaised: _margin_call_raised,
     ev.MarginCallCleared: _margin_call_cleared,
     ev.LiquidationStarted: _liquidation_started,
+    ev.LiquidationFeeCharged: _liquidation_fee_charged,
     ev.InsuranceFundCovered: _insurance_fund_covered,
     ev.AssetsTakenOver: _assets_taken_over,
     ev.LiquidationFinished: _liquidation_finished,

@@ -1,14 +1,23 @@
-"""Margin calls and full liquidation of a cross spot-margin account.
+"""Margin calls, partial liquidation by tier and full liquidation of a cross spot-margin account.
 
 After every command, each account whose balances changed (and, on a mark price, each debtor
 holding or owing the instrument's base currency) is evaluated on mark prices:
 
 * ``MR ≤ 3`` and no margin call standing → ``margin_call_raised``; back above 3 (or no debt)
   → ``margin_call_cleared`` (so a later fall raises a new call, spec §4.5);
-* ``MR ≤ 1`` → full liquidation, in this order:
+* ``MR ≤ 1`` → ``liquidation_started``; every open order of the account is canceled (reason
+  ``liquidation``); then, spec §4.5:
 
-  1. ``liquidation_started``; every open order of the account is canceled (reason
-     ``liquidation``);
+  **Partial (tier ≥ 2).** While some debt sits in tier ``t ≥ 2`` of its margin instrument's table
+  (the largest such debt by value first), it is reduced to the limit of tier ``t − 1``: first from
+  the account's own cash in that currency, then — for valuation-currency debt — by selling
+  holdings (in balance order) sized at the mark net of the taker and liquidation fees, or — for a
+  base-currency debt — by buying it back; the proceeds repay the debt. After each step the margin
+  ratio is re-evaluated: above 100 % the liquidation ends there (``liquidation_finished``) and the
+  account keeps the rest. A step that reduces nothing, or no debt above tier 1, leads to:
+
+  **Full**, in this order:
+
   2. debts in non-valuation currencies (shorts) are bought back with market IOC orders sized so
      that, net of the taker fee, they cover the debt (borrowing the valuation currency
      automatically if its cash is short);
@@ -21,7 +30,9 @@ holding or owing the instrument's base currency) is evaluated on mark prices:
      go negative — that balance is the platform's uncovered loss;
   7. ``liquidation_finished``. What is left in the account stays the user's.
 
-Liquidation orders are exempt from the 95 % sell guard and pay the ordinary taker fee.
+Liquidation orders are exempt from the 95 % sell guard and pay the ordinary taker fee; on
+instruments with a ``liqFee`` each liquidation fill also pays that rate, in the currency received,
+to the insurance fund (``liquidation_fee_charged``).
 """
 
 from __future__ import annotations
@@ -30,10 +41,10 @@ from decimal import Decimal
 
 from engine.core.context import Ctx
 from engine.core.funds import emit_repay
-from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, display_ratio
+from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, display_ratio, spot_tier_limit
 from engine.core.money import ONE, div_up
 from engine.core.orders import cancel_all, lot_ceil, lot_floor, submit_liquidation_order
-from engine.core.risk import account_risk, zone_bands
+from engine.core.risk import account_risk, debt_terms, price_of, zone_bands
 from engine.core.state import Account
 from events import journal as ev
 
@@ -83,19 +94,84 @@ def _owed(account: Account, ccy: str) -> Decimal:
     return bal.liab + bal.interest
 
 
+def _tiered_debt(ctx: Ctx, account: Account) -> tuple[str, Decimal] | None:
+    """The largest debt (by value) above tier 1, and the limit of the tier below its own."""
+    state = ctx.state
+    best: tuple[Decimal, str, Decimal] | None = None
+    for ccy, bal in account.balances.items():
+        debt = bal.liab + bal.interest
+        price = price_of(state, ccy)
+        if not debt or price is None:
+            continue
+        inst, row, _ = debt_terms(state, account, ccy, debt)
+        if row.tier < 2:
+            continue
+        value = debt * price
+        if best is None or value > best[0]:
+            best = (value, ccy, spot_tier_limit(inst.tiers[row.tier - 2], ccy == inst.base))
+    return None if best is None else (best[1], best[2])
+
+
+def _reduce_debt(ctx: Ctx, account: Account, ccy: str, target: Decimal) -> bool:
+    """One partial-liquidation step: bring the ``ccy`` debt down to ``target``. True if the debt
+    went down at all."""
+    state = ctx.state
+    acct = account.acct
+    before = _owed(account, ccy)
+    places = state.assets[ccy].decimals
+    if ccy == state.valuation_ccy:
+        for held, bal in list(account.balances.items()):
+            need = _owed(account, ccy) - target - account.balances[ccy].cash
+            if need <= 0:
+                break
+            if held == ccy or held not in state.price_inst or bal.liab or bal.interest:
+                continue
+            inst = state.instruments[state.price_inst[held]]
+            net = ONE - inst.taker_fee - inst.liq_fee
+            qty = min(lot_ceil(inst, div_up(need, price_of(state, held) * net, places)), lot_floor(inst, bal.cash))
+            if qty > 0:
+                submit_liquidation_order(ctx, account, inst, False, qty)
+    elif ccy in state.price_inst:
+        need = _owed(account, ccy) - target - account.balances[ccy].cash
+        if need > 0:
+            inst = state.instruments[state.price_inst[ccy]]
+            gross = div_up(need, ONE - inst.taker_fee - inst.liq_fee, places)
+            submit_liquidation_order(ctx, account, inst, True, lot_ceil(inst, gross))
+    pay = min(account.balances[ccy].cash, _owed(account, ccy) - target)
+    if pay > 0:
+        emit_repay(ctx, acct, ccy, pay, "liquidation")
+    return _owed(account, ccy) < before
+
+
+def _partial(ctx: Ctx, account: Account) -> bool:
+    """Step tiered debts down until the ratio is above 100 %; True if that happened."""
+    for _ in range(64):
+        found = _tiered_debt(ctx, account)
+        if found is None or not _reduce_debt(ctx, account, *found):
+            return False
+        ratio = account_risk(ctx.state, account).ratio
+        if ratio is None or ratio > LIQUIDATION_RATIO:
+            return True
+    return False
+
+
 def liquidate(ctx: Ctx, account: Account, ratio: Decimal) -> None:
     state = ctx.state
     valuation = state.valuation_ccy
     acct = account.acct
     ctx.emit(ev.LiquidationStarted(acct=acct, mgnRatio=_shown(ratio)))
     cancel_all(ctx, account, "liquidation")
+    if _partial(ctx, account):
+        ctx.emit(ev.LiquidationFinished(acct=acct))
+        ctx.touch(acct)
+        return
     others = [ccy for ccy in account.balances if ccy != valuation and ccy in state.price_inst]
     for ccy in others:
         bal = account.balances[ccy]
         short = _owed(account, ccy) - bal.cash
         if short > 0:
             inst = state.instruments[state.price_inst[ccy]]
-            gross = div_up(short, ONE - inst.taker_fee, state.assets[ccy].decimals)
+            gross = div_up(short, ONE - inst.taker_fee - inst.liq_fee, state.assets[ccy].decimals)
             submit_liquidation_order(ctx, account, inst, True, lot_ceil(inst, gross))
         pay = min(bal.cash, _owed(account, ccy))
         if pay > 0:

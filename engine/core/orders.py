@@ -214,6 +214,11 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
                 liquidation=liquidation,
             )
         )
+        if liquidation and inst.liq_fee:
+            received, ccy, places = (sz, inst.base, base_dec) if order.is_buy else (notional, inst.quote, quote_dec)
+            fee = margin.trade_fee(received, inst.liq_fee, places)
+            if fee > 0:
+                ctx.emit(ev.LiquidationFeeCharged(acct=order.acct, ccy=ccy, amt=fee))
         ctx.touch(maker.acct)
         ctx.touch(order.acct)
 
