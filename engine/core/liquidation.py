@@ -124,11 +124,12 @@ def _reduce_debt(ctx: Ctx, account: Account, ccy: str, target: Decimal) -> bool:
             need = _owed(account, ccy) - target - account.balances[ccy].cash
             if need <= 0:
                 break
-            if held == ccy or held not in state.price_inst or bal.liab or bal.interest:
+            price = price_of(state, held)
+            if held == ccy or price is None or bal.liab or bal.interest:
                 continue
             inst = state.instruments[state.price_inst[held]]
             net = ONE - inst.taker_fee - inst.liq_fee
-            qty = min(lot_ceil(inst, div_up(need, price_of(state, held) * net, places)), lot_floor(inst, bal.cash))
+            qty = min(lot_ceil(inst, div_up(need, price * net, places)), lot_floor(inst, bal.cash))
             if qty > 0:
                 submit_liquidation_order(ctx, account, inst, False, qty)
     elif ccy in state.price_inst:
