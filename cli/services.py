@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 from engine.io.kafka.config import EngineConfig, Topics
-from engine.io.kafka.loop import KafkaEngine, install_signal_handlers
+from engine.io.kafka.loop import Halted, KafkaEngine, install_signal_handlers
 from engine.io.kafka.topics import create_topics
 from engine.io.metrics import serve_metrics
 
@@ -82,18 +82,21 @@ def cmd_engine(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
     )
 
-    async def main() -> None:
+    async def main() -> int:
         engine = KafkaEngine(config)
         server = await serve_metrics(engine.stats, config.metrics_port) if config.metrics_port else None
         install_signal_handlers(engine, asyncio.get_running_loop(), lambda: None)
         try:
             await engine.run()
+        except Halted as halted:
+            print(f"marginbook: engine stopped: {halted}", file=sys.stderr)
+            return halted.exit_code
         finally:
             if server is not None:
                 server.close()
+        return 0
 
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,8 +15,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-#: A non-negative decimal written as a string: digits, optionally a dot and more digits.
-DecStr = Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]{0,29})(\.[0-9]{1,30})?$")]
+#: A non-negative decimal written as a string: digits, optionally a dot and more digits; at
+#: most 18 digits before the point and 18 after (sizes, prices and amounts below 10¹⁸).
+DecStr = Annotated[str, msgspec.Meta(pattern=r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$")]
 #: Idempotency key written by the command's producer.
 CommandId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 #: Account, asset, instrument and client order identifiers.

@@ -7,7 +7,9 @@ state. A command whose ``id`` was seen before is answered ``command_rejected`` /
 applied or refused (a retry gets the same answer: refused as a duplicate).
 
 Order of work inside one step: dispatch to the handler (which emits, and so applies, events);
-a business refusal becomes ``order_rejected`` (orders) or ``command_rejected``; then every
+a business refusal becomes ``order_rejected`` (orders) or ``command_rejected`` — so does a
+command whose numbers are too large for exact arithmetic, if nothing was decided yet
+(``out_of_range``); then every
 account the command touched is evaluated for margin calls and liquidation, in order of touch —
 an evaluation that changes other accounts (a liquidation's counterparties) queues them too, until
 no account awaits evaluation; then invariants are checked. A broken invariant raises :class:`InvariantBroken`: the
@@ -126,6 +128,13 @@ class Engine:
                 if ctx.events:
                     raise InvariantBroken(f"refusal after events were emitted: {refusal}") from refusal
                 ctx.emit(_refusal(command, refusal))
+            except ArithmeticError as err:
+                # Numbers too large for exact arithmetic (50 digits): refused if nothing was
+                # decided yet; past that point the state is half-changed, so the engine halts.
+                if ctx.events:
+                    raise InvariantBroken(f"seq {seq}: inexact arithmetic after events were emitted") from err
+                too_big = Rejected("out_of_range", "amounts or prices too large for exact arithmetic")
+                ctx.emit(_refusal(command, too_big))
             acct = ctx.next_touched()
             while acct is not None:
                 evaluate(ctx, acct)

@@ -25,6 +25,7 @@ def _registry(stats: LoopStats) -> tuple[CollectorRegistry, dict[str, Gauge]]:
         ),
         "lag": Gauge("marginbook_lag", "inputs behind the partition's end", registry=registry),
         "restarts": Gauge("marginbook_restarts_total", "crash-only restarts of the loop", registry=registry),
+        "halted": Gauge("marginbook_halted", "1 when a broken invariant stopped the engine", registry=registry),
     }
     return registry, gauges
 

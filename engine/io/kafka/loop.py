@@ -45,8 +45,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import ProducerFenced
 
 from engine.core import snapshot
+from engine.core.context import InvariantBroken
 from engine.core.state import State
 from engine.core.step import Engine
 from engine.io.kafka.config import EngineConfig
@@ -73,6 +75,16 @@ class LoopStats:
     lag: int = 0
     restarts: int = 0
     ready: bool = False
+    #: A broken invariant stopped the engine (it does not retry a deterministic failure).
+    halted: bool = False
+
+
+class Halted(RuntimeError):
+    """The engine stopped for good: a broken invariant, or another instance fenced it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class KafkaEngine:
@@ -86,6 +98,7 @@ class KafkaEngine:
         self.consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._next_snapshot = config.snapshot_every
+        self._backoff = 0.2
 
     def stop(self) -> None:
         """Ask the loop to stop after the current transaction (SIGTERM)."""
@@ -94,21 +107,33 @@ class KafkaEngine:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until :meth:`stop`; restart crash-only on any failure."""
-        backoff = 0.2
+        """Run until :meth:`stop`; restart crash-only on any failure.
+
+        Raises :class:`Halted` when restarting cannot help: a broken invariant (deterministic:
+        the same input would break it again — exit code 3), or a newer instance fenced this one
+        (it steps aside — exit code 4).
+        """
+        self._backoff = 0.2
         while not self._stopping.is_set():
             try:
                 await self._recover()
-                backoff = 0.2
                 await self._loop()
             except asyncio.CancelledError:
                 raise
+            except InvariantBroken as err:
+                self.stats.halted, self.stats.ready = True, False
+                log.critical("engine halted, nothing committed for the failing batch: %s", err)
+                raise Halted(str(err), 3) from err
+            except ProducerFenced as err:
+                self.stats.ready = False
+                log.warning("another engine instance took over shard %d; stepping aside", self.config.shard)
+                raise Halted("fenced by a newer instance", 4) from err
             except Exception:
                 self.stats.restarts += 1
                 self.stats.ready = False
                 log.exception("engine loop failed; restarting from the last committed state")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
             finally:
                 await self._close()
 
@@ -117,7 +142,7 @@ class KafkaEngine:
             if client is not None:
                 try:
                     await client.stop()
-                except Exception:  # already failing; the original error was logged
+                except (Exception, asyncio.CancelledError):  # already failing; the cause was logged
                     log.warning("error while closing a Kafka client", exc_info=True)
         self.consumer = self.producer = None
 
@@ -260,6 +285,7 @@ class KafkaEngine:
                 if self.engine.state.last_seq >= self._next_snapshot:
                     await self._send_snapshot(next_offset)
                 await producer.send_offsets_to_transaction({self.tp: next_offset}, cfg.group_id)
+            self._backoff = 0.2  # a committed transaction: the last failure is behind us
             self.stats.transactions += 1
             self.stats.commands += len(records)
             self.stats.last_batch = len(records)
