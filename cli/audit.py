@@ -114,6 +114,12 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 # --------------------------------------------------------------------------------- audit
 
 
+def _clip(data: bytes, limit: int = 2_000) -> str:
+    """An outcome for the terminal: long ones are cut (the differing event is shown in full)."""
+    text = data.decode(errors="replace")
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(data):,} bytes in all)"
+
+
 def _print_report(report: AuditReport, chain_every: int, out: TextIO, err: TextIO) -> int:
     span = f"seq {report.start_seq}..{report.last_seq}" if report.last_seq else "nothing"
     print(
@@ -154,8 +160,8 @@ def _print_report(report: AuditReport, chain_every: int, out: TextIO, err: TextI
             print(f"    {line}", file=err)
         if diff.note:
             print(f"    {diff.note}", file=err)
-        print(f"  expected outcome: {d.expected.decode(errors='replace')}", file=err)
-        print(f"  actual outcome:   {d.actual.decode(errors='replace')}", file=err)
+        print(f"  expected outcome: {_clip(d.expected)}", file=err)
+        print(f"  actual outcome:   {_clip(d.actual)}", file=err)
     if report.stopped:
         print(f"STOPPED: {report.stopped}", file=err)
     if report.problem_count:
