@@ -17,6 +17,7 @@ from engine.io.embedded import Divergence, EmbeddedEngine
 from engine.io.filelog import FsyncPolicy, LogError
 from events.codec import BadCommand, decode_command_json, encode_json
 from projections.risk_view import build_view
+from replay.verify import LogDamaged
 
 
 def _warn(message: str) -> None:
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args)
         assert isinstance(code, int)
-    except (LogError, Divergence, FileNotFoundError, ResumeMismatch) as err:
+    except (LogError, Divergence, FileNotFoundError, ResumeMismatch, LogDamaged) as err:
         print(f"marginbook: {err}", file=sys.stderr)
         return 2
     except InvariantBroken as err:

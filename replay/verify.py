@@ -11,15 +11,29 @@ parties can compare a whole history by one line.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.core import snapshot
 from engine.core.step import Engine
 from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, snapshot_paths
-from engine.io.filelog import FileLog, FsyncPolicy
 from events.codec import decode_command_json, encode_outcome_json
+from replay.tolerant import Damage, read_log
+
+
+class LogDamaged(ValueError):
+    """A record of the log is damaged (``marginbook audit`` pinpoints every such problem)."""
+
+
+def _records(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
+    """``(seq, payload)`` from ``start`` on, read without ever modifying the file (a damaged
+    or torn record raises :class:`LogDamaged`; a torn tail is *not* cut)."""
+    for item in read_log(path):
+        if isinstance(item, Damage):
+            raise LogDamaged(item.describe())
+        if item.seq >= start:
+            yield item.seq, item.payload
 
 
 @dataclass(frozen=True)
@@ -62,27 +76,23 @@ def replay_dir(
     else:
         engine = Engine()
     report.start_seq = engine.state.last_seq + 1
-    with (
-        FileLog.open(folder / COMMANDS_FILE, fsync=FsyncPolicy.NEVER) as commands,
-        FileLog.open(folder / EVENTS_FILE, fsync=FsyncPolicy.NEVER) as events,
-    ):
-        recorded = events.read(report.start_seq)
-        for seq, payload in commands.read(report.start_seq):
-            outcome = engine.step(decode_command_json(payload))
-            actual = encode_outcome_json(outcome)
-            expected = next(recorded, None)
-            report.commands += 1
-            if expected is None:
-                report.missing_outcomes += 1
-            elif expected[1] == actual:
-                report.matched += 1
-            elif report.mismatch is None:
-                report.mismatch = Mismatch(seq, payload, expected[1], actual)
-            snap = snapshots.get(seq)
-            if snap is not None and seq != from_snapshot:
-                restored = snapshot.digest(snapshot.restore(snap.read_bytes()))
-                report.snapshots_checked.append((seq, restored == snapshot.digest(engine.state)))
-            if progress is not None:
-                progress(seq)
+    recorded = _records(folder / EVENTS_FILE, report.start_seq)
+    for seq, payload in _records(folder / COMMANDS_FILE, report.start_seq):
+        outcome = engine.step(decode_command_json(payload))
+        actual = encode_outcome_json(outcome)
+        expected = next(recorded, None)
+        report.commands += 1
+        if expected is None:
+            report.missing_outcomes += 1
+        elif expected[1] == actual:
+            report.matched += 1
+        elif report.mismatch is None:
+            report.mismatch = Mismatch(seq, payload, expected[1], actual)
+        snap = snapshots.get(seq)
+        if snap is not None and seq != from_snapshot:
+            restored = snapshot.digest(snapshot.restore(snap.read_bytes()))
+            report.snapshots_checked.append((seq, restored == snapshot.digest(engine.state)))
+        if progress is not None:
+            progress(seq)
     report.digest = snapshot.digest(engine.state)
     return report

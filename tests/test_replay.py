@@ -85,3 +85,13 @@ def test_a_torn_last_outcome_is_recovered_on_reopen(logged: Path, tmp_path: Path
     flow = tmp_path / "flow.jsonl"
     assert main(["run", str(flow), "--log", str(logged)]) == 0
     assert replay_dir(logged).ok
+
+
+def test_replay_never_modifies_the_log_it_checks(logged: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A verifier is read-only: a torn tail is reported, not cut (the writer's recovery cuts it)."""
+    path = logged / EVENTS_FILE
+    os.truncate(path, path.stat().st_size - 3)
+    size = path.stat().st_size
+    assert main(["replay", str(logged)]) == 2
+    assert "torn tail" in capsys.readouterr().err
+    assert path.stat().st_size == size
