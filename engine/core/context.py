@@ -30,7 +30,7 @@ class InvariantBroken(RuntimeError):
 
 
 class Ctx:
-    __slots__ = ("changed", "events", "mark_ccy", "seq", "state", "touched", "ts")
+    __slots__ = ("changed", "events", "seq", "state", "touched", "ts")
 
     def __init__(self, state: State, seq: int, ts: int) -> None:
         self.state = state
@@ -42,8 +42,6 @@ class Ctx:
         self.touched: dict[str, None] = {}
         #: Every account touched by the command (invariant checks).
         self.changed: dict[str, None] = {}
-        #: The currency a ``mark_price`` command re-priced (accounts evaluated for it are banded).
-        self.mark_ccy: str | None = None
 
     def emit(self, event: ev.Event) -> None:
         self.events.append(event)

@@ -77,10 +77,7 @@ def evaluate(ctx: Ctx, acct: str) -> None:
             return
     elif account.margin_call:
         ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=_shown(ratio)))
-    if ctx.mark_ccy is not None and ctx.mark_ccy in account.balances:
-        state.watch.watch(acct, zone_bands(risk))
-    else:
-        state.watch.mark_dirty(acct)
+    state.watch.watch(acct, zone_bands(risk))
 
 
 def _shown(ratio: Decimal) -> Decimal:

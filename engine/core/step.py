@@ -53,13 +53,11 @@ def _mark_price(ctx: Ctx, command: cmd.MarkPrice) -> None:
         return
     debtors = state.debtors
     if first:
-        ctx.mark_ccy = base
         for acct in debtors:
             if base in state.accounts[acct].balances:
                 ctx.touch(acct)
         return
     accounts = state.accounts
-    ctx.mark_ccy = base
     crossed = state.watch.crossed(base, state.marks[inst_id], lambda acct: base in accounts[acct].balances)
     for acct in sorted(crossed, key=debtors.__getitem__):
         ctx.touch(acct)

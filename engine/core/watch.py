@@ -1,11 +1,11 @@
 """Risk watch: which debtors a mark price can move across a margin threshold.
 
 Evaluating every debtor on every mark price costs O(debtors) full risk computations. Instead,
-after an exact evaluation on a mark the account registers, for each currency it is exposed to, a
-price band inside which its zone (healthy above 300 %, warned in (100 %, 300 %]) cannot change.
-A mark price then evaluates only the accounts whose band it leaves, plus the **dirty** accounts
-exposed to that currency: those whose balances changed since their last band (a trade, a borrow,
-interest) — they were evaluated exactly when they changed, but have no band yet.
+after every exact evaluation (a debtor is evaluated whenever its balances change, and when a mark
+leaves its band) the account registers, for each currency it is exposed to, a price band inside
+which its zone (healthy above 300 %, warned in (100 %, 300 %]) cannot change. A mark price then
+evaluates only the accounts whose band it leaves, plus the **dirty** accounts exposed to that
+currency — debtors without a band, which happens only after a restore from a snapshot.
 
 Why a band is safe (exact in outcome): for a threshold ``T`` let ``f_T = equity − T·required``.
 Both terms are linear in every price, so ``f_T(P) = f_T(P₀) + Σ_c a_{T,c}·(P_c − P₀_c)`` with
@@ -71,11 +71,6 @@ class RiskWatch:
         if entries:
             self._live -= entries
             self._version[acct] = self._version.get(acct, 0) + 1
-
-    def mark_dirty(self, acct: str) -> None:
-        """The account's exposure changed: its band no longer holds."""
-        self.forget(acct)
-        self.dirty[acct] = None
 
     def watch(self, acct: str, bands: list[Band]) -> None:
         """Set the account's bands (replacing any)."""
