@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from engine.core import RULES_VERSION
 from engine.core.context import InvariantBroken
 from engine.io.embedded import Divergence, EmbeddedEngine
 from engine.io.filelog import FsyncPolicy, LogError
@@ -106,6 +107,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"  actual:   {m.actual.decode()}", file=sys.stderr)
     if report.missing_outcomes:
         print(f"{report.missing_outcomes} command(s) have no recorded outcome", file=sys.stderr)
+    if report.rules_version is not None and report.rules_version != RULES_VERSION:
+        print(
+            f"note: the log was written under engine rules version {report.rules_version}, "
+            f"this engine applies {RULES_VERSION}: a divergence may come from the rules, not tampering",
+            file=sys.stderr,
+        )
     print(f"replayed {report.commands} command(s) from seq {report.start_seq}: {report.matched} identical")
     print(f"digest sha256:{report.digest}")
     return 0 if report.ok else 1
@@ -138,9 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     from cli import services
 
     services.register(sub)
-    from cli import project as project_cli
-
-    project_cli.register(sub)
     from cli import audit as audit_cli
 
     audit_cli.register(sub)

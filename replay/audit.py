@@ -39,11 +39,11 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.core import snapshot
+from engine.core import RULES_VERSION, snapshot
 from engine.core.context import InvariantBroken
 from engine.core.state import State
 from engine.core.step import Engine, fold
-from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, snapshot_paths
+from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, rules_version_of, snapshot_paths
 from engine.io.filelog import scan
 from events.codec import BadCommand, decode_command_json, decode_outcome_json, encode_outcome_json
 from replay.chain import Chain
@@ -452,6 +452,12 @@ def audit_dir(
         raise FileNotFoundError(f"{commands_path}: no such file")
     state, start, note = start_state(folder, from_snapshot)
     report = AuditReport(source=str(folder), start_seq=start)
+    recorded_rules = rules_version_of(folder)
+    if recorded_rules is not None and recorded_rules != RULES_VERSION:
+        report.notes.append(
+            f"the log was written under engine rules version {recorded_rules}, this engine applies "
+            f"{RULES_VERSION}: a divergence may come from the rules, not tampering"
+        )
     if note:
         report.notes.append(note)
     last: list[int] = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.core import snapshot
 from engine.core.step import Engine
-from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, snapshot_paths
+from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, rules_version_of, snapshot_paths
 from events.codec import decode_command_json, encode_outcome_json
 from replay.tolerant import Damage, read_log
 
@@ -53,6 +53,8 @@ class ReplayReport:
     mismatch: Mismatch | None = None
     missing_outcomes: int = 0
     snapshots_checked: list[tuple[int, bool]] = field(default_factory=list)
+    #: Engine rules version recorded in the log directory (``None``: not recorded).
+    rules_version: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,4 +97,5 @@ def replay_dir(
         if progress is not None:
             progress(seq)
     report.digest = snapshot.digest(engine.state)
+    report.rules_version = rules_version_of(folder)
     return report

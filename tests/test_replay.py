@@ -95,3 +95,17 @@ def test_replay_never_modifies_the_log_it_checks(logged: Path, capsys: pytest.Ca
     assert main(["replay", str(logged)]) == 2
     assert "torn tail" in capsys.readouterr().err
     assert path.stat().st_size == size
+
+
+def test_a_log_records_the_rules_version_and_audits_name_a_mismatch(
+    logged: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.core import RULES_VERSION
+    from engine.io.embedded import META_FILE, rules_version_of
+
+    assert rules_version_of(logged) == RULES_VERSION
+    (logged / META_FILE).write_text('{"format": 1, "rulesVersion": 0}\n')
+    assert main(["replay", str(logged)]) == 0
+    assert "rules version 0" in capsys.readouterr().err
+    assert main(["audit", str(logged), "--no-progress"]) == 0
+    assert "rules version 0" in capsys.readouterr().out

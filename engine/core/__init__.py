@@ -1,0 +1,6 @@
+"""The pure, deterministic engine core (no clock, randomness, I/O or floats)."""
+
+#: Version of the engine's decision rules. Bump it whenever the same commands would produce
+#: different events (a rule, a rounding, an event's shape). Log directories record the version
+#: that wrote them, so an audit can tell "written under other rules" from tampering.
+RULES_VERSION = 1

@@ -5,6 +5,8 @@ A log directory holds:
 * ``commands.log`` — every accepted command, as the JSON bytes received, one record per
   command; record ``seq`` is the command's sequence number. The source of truth.
 * ``events.log`` — the :class:`~events.journal.Outcome` of each command (JSON), same ``seq``.
+* ``meta.json`` — the format and the engine rules version (``engine.core.RULES_VERSION``) that
+  wrote the log; reopening under other rules warns, and audits report it.
 * ``snapshots/<seq>.msgpack`` — engine state after command ``seq`` (``engine.core.snapshot``),
   written every ``snapshot_every`` commands via a temporary file and an atomic rename.
 
@@ -30,11 +32,12 @@ rest are appended.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.core import snapshot
+from engine.core import RULES_VERSION, snapshot
 from engine.core.state import State
 from engine.core.step import Engine
 from engine.io.filelog import FileLog, FsyncPolicy, LogError, truncate_after
@@ -42,6 +45,7 @@ from events.codec import decode_command_json, encode_outcome_json
 from events.commands import Command
 from events.journal import Outcome
 
+META_FILE = "meta.json"
 COMMANDS_FILE = "commands.log"
 EVENTS_FILE = "events.log"
 SNAPSHOT_DIR = "snapshots"
@@ -55,6 +59,25 @@ class Divergence(RuntimeError):
         self.seq = seq
         self.expected = expected
         self.actual = actual
+
+
+def rules_version_of(directory: str | os.PathLike[str]) -> int | None:
+    """The engine rules version recorded in a log directory (``None``: not recorded)."""
+    path = Path(directory) / META_FILE
+    if not path.exists():
+        return None
+    value = json.loads(path.read_text()).get("rulesVersion")
+    return int(value) if value is not None else None
+
+
+def _record_meta(directory: Path, warn: Callable[[str], None] | None) -> None:
+    path = directory / META_FILE
+    if not path.exists():
+        path.write_text(json.dumps({"format": 1, "rulesVersion": RULES_VERSION}) + "\n")
+        return
+    recorded = rules_version_of(directory)
+    if recorded != RULES_VERSION and warn is not None:
+        warn(f"{directory} was written under engine rules version {recorded}; this engine applies {RULES_VERSION}")
 
 
 def snapshot_paths(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -93,6 +116,7 @@ class EmbeddedEngine:
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        _record_meta(self.directory, warn)
         self.snapshot_every = snapshot_every
         self.batch = batch
         self.commands = FileLog.open(self.directory / COMMANDS_FILE, fsync=fsync, warn=warn)
