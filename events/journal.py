@@ -83,7 +83,8 @@ class Borrowed(_Event, frozen=True, tag="borrowed"):
 class Repaid(_Event, frozen=True, tag="repaid"):
     """Debt paid from the account's cash: ``interest`` first, then ``principal``.
 
-    ``reason``: ``manual`` (a ``repay`` command) or ``liquidation``.
+    ``reason``: ``manual`` (a ``repay`` command), ``close`` (``close_position``) or
+    ``liquidation``.
     """
 
     acct: str
@@ -183,6 +184,14 @@ class OrderCanceled(_Event, frozen=True, tag="order_canceled"):
 # --- risk ----------------------------------------------------------------------------------
 
 
+class PositionClosed(_Event, frozen=True, tag="position_closed"):
+    """``close_position`` left no debt in the position's liability currency: the cross position
+    on ``instId`` is closed and what remains is plain cash."""
+
+    acct: str
+    instId: str
+
+
 class MarginCallRaised(_Event, frozen=True, tag="margin_call_raised"):
     """The account margin ratio fell to ≤ 300 % (first time, or again after recovering)."""
 
@@ -263,6 +272,7 @@ Event = (
     | Traded
     | OrderRested
     | OrderCanceled
+    | PositionClosed
     | MarginCallRaised
     | MarginCallCleared
     | LiquidationStarted

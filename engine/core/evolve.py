@@ -255,6 +255,10 @@ def _order_canceled(state: State, e: ev.OrderCanceled) -> None:
     _finish(state, order)
 
 
+def _position_closed(state: State, e: ev.PositionClosed) -> None:
+    state.accounts[e.acct].positions.pop(e.instId, None)
+
+
 def _margin_call_raised(state: State, e: ev.MarginCallRaised) -> None:
     state.accounts[e.acct].margin_call = True
 
@@ -310,6 +314,7 @@ _APPLY: Final[dict[type, Callable[[State, Any], None]]] = {
     ev.Traded: _traded,
     ev.OrderRested: _order_rested,
     ev.OrderCanceled: _order_canceled,
+    ev.PositionClosed: _position_closed,
     ev.MarginCallRaised: _margin_call_raised,
     ev.MarginCallCleared: _margin_call_cleared,
     ev.LiquidationStarted: _liquidation_started,

@@ -34,7 +34,7 @@ from events.commands import CancelOrder, PlaceOrder
 _PRICED = frozenset({"limit", "post_only", "ioc", "fok"})
 
 
-def _walk(inst: Instrument, is_buy: bool, acct: str, limit_px: Decimal | None) -> Iterator[tuple[Decimal, Decimal]]:
+def walk_book(inst: Instrument, is_buy: bool, acct: str, limit_px: Decimal | None) -> Iterator[tuple[Decimal, Decimal]]:
     """``(price, size)`` an order could take, best first, skipping the account's own orders
     (self-trade prevention cancels them) and stopping at the limit price."""
     tick = inst.tick
@@ -68,8 +68,6 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
         raise Rejected("unsupported", "SWAP orders are not supported yet")
     if cmd.tdMode == "isolated":
         raise Rejected("unsupported", "tdMode isolated is not supported yet")
-    if cmd.reduceOnly:
-        raise Rejected("unsupported", "reduceOnly is not supported for SPOT cash/cross orders yet")
     account = state.accounts.get(cmd.acct)
     if account is None:
         raise Rejected("unknown_account", f"acct {cmd.acct} has never deposited")
@@ -79,6 +77,8 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
     if sz < inst.min_sz:
         raise Rejected("sz_below_min", f"sz {cmd.sz} is below minSz {inst.min_sz}")
     is_buy = cmd.side == "buy"
+    if cmd.reduceOnly:
+        check_reduce_only(account, inst, cmd.tdMode, is_buy, sz)
     px: Decimal | None = None
     if cmd.ordType == "market":
         if cmd.px is not None:
@@ -87,9 +87,9 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
         if cmd.px is None:
             raise Rejected("missing_px", f"px is required for {cmd.ordType} orders")
         px = _decimal_field(cmd.px, "px", inst.tick, "tickSz")
-    if cmd.ordType == "post_only" and next(_walk(inst, is_buy, cmd.acct, px), None) is not None:
+    if cmd.ordType == "post_only" and next(walk_book(inst, is_buy, cmd.acct, px), None) is not None:
         raise Rejected("post_only_would_cross", f"post_only {cmd.side} at {px} would take liquidity")
-    fill_sz, fill_notional = margin.book_walk(_walk(inst, is_buy, cmd.acct, px), sz)
+    fill_sz, fill_notional = margin.book_walk(walk_book(inst, is_buy, cmd.acct, px), sz)
     frozen = _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional)
     order_id = state.next_order_id
     ctx.emit(
@@ -116,6 +116,19 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
             ctx.emit(ev.OrderRested(orderId=order_id, sz=order.remaining))
         else:
             _cancel(ctx, order, "ioc")
+
+
+def check_reduce_only(account: Account, inst: Instrument, td_mode: str, is_buy: bool, sz: Decimal) -> None:
+    """A reduce-only order may only shrink the account's cross position on the instrument:
+    opposite side, and no larger than the position (checked at placement)."""
+    if td_mode != "cross":
+        raise Rejected("invalid_reduceOnly", "reduceOnly applies to margin (cross) orders only")
+    ledger = account.positions.get(inst.inst_id)
+    qty = ledger.qty if ledger is not None else ZERO
+    if qty == 0 or (qty > 0) == is_buy:
+        raise Rejected("reduce_only_would_increase", f"no {'short' if is_buy else 'long'} position to reduce")
+    if sz > abs(qty):
+        raise Rejected("reduce_only_exceeds_position", f"sz {sz} is above the position {abs(qty)}")
 
 
 def _check_funds(
@@ -252,6 +265,14 @@ def cancel_order(ctx: Ctx, cmd: CancelOrder) -> None:
 
 def submit_liquidation_order(ctx: Ctx, account: Account, inst: Instrument, is_buy: bool, sz: Decimal) -> Decimal:
     """Send a liquidation market order (IOC, exempt from the sell guard); return size filled."""
+    return submit_market_order(ctx, account, inst, is_buy, sz, "liq")
+
+
+def submit_market_order(
+    ctx: Ctx, account: Account, inst: Instrument, is_buy: bool, sz: Decimal, purpose: str
+) -> Decimal:
+    """Send an engine-made cross market order (IOC), ``clOrdId`` ``<purpose>-<orderId>``; fills of
+    ``liq`` orders are liquidation fills. Checks (sell guard) are the caller's. Returns size filled."""
     state = ctx.state
     order_id = state.next_order_id
     ctx.emit(
@@ -259,7 +280,7 @@ def submit_liquidation_order(ctx: Ctx, account: Account, inst: Instrument, is_bu
             orderId=order_id,
             acct=account.acct,
             instId=inst.inst_id,
-            clOrdId=f"liq-{order_id}",
+            clOrdId=f"{purpose}-{order_id}",
             side="buy" if is_buy else "sell",
             ordType="market",
             tdMode="cross",
@@ -269,7 +290,7 @@ def submit_liquidation_order(ctx: Ctx, account: Account, inst: Instrument, is_bu
         )
     )
     order = state.orders[order_id]
-    match(ctx, order, inst, liquidation=True)
+    match(ctx, order, inst, liquidation=purpose == "liq")
     filled = order.sz - order.remaining
     if order.remaining:
         _cancel(ctx, order, "ioc")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from engine.core import funds, orders, reference
+from engine.core import closing, funds, orders, reference
 from engine.core.context import Ctx, InvariantBroken, Rejected
 from engine.core.evolve import apply
 from engine.core.liquidation import evaluate
@@ -76,7 +76,7 @@ _HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
     cmd.Borrow: funds.borrow,
     cmd.Repay: funds.repay,
     cmd.AdjustMargin: _unsupported,
-    cmd.ClosePosition: _unsupported,
+    cmd.ClosePosition: closing.close_position,
     cmd.MarkPrice: _mark_price,
     cmd.AccrueInterest: funds.accrue_interest,
     cmd.SettleFunding: _unsupported,
