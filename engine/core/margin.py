@@ -200,3 +200,41 @@ def cross_available_to_close(holding: Decimal, debt: Decimal, buffer: Decimal, p
     """
     need = NEAR.divide(debt * (ONE + buffer), price) if long else debt * (ONE + buffer) * price
     return min(holding, need)
+
+
+# --- isolated spot margin (§1.4(a)–(d), §1.5; not yet wired into the engine) ------------------
+
+
+def isolated_margin_ratio(
+    quote_assets: Decimal, quote_debt: Decimal, base_assets: Decimal, base_debt: Decimal, price: Decimal,
+    mmr: Decimal, taker_fee: Decimal,
+) -> Decimal | None:  # fmt: skip
+    """General two-asset isolated position (OKX "quick margin", §1.4(d)), values in quote:
+
+    ``net = (QA − QL) + (BA − BL)·P``, ``MM = (QL + BL·P)·m``, ``fees = (QL + BL·P)·(1+m)·f``,
+    ``MR = net / (MM + fees)``; debts include interest. Margin counts in the assets (new mode:
+    ``BA = bought + base margin``, ``QA = proceeds + quote margin``). ``None`` without debt.
+    """
+    debt_value = quote_debt + base_debt * price
+    net = quote_assets - quote_debt + (base_assets - base_debt) * price
+    return margin_ratio(net, debt_maintenance(debt_value, mmr), debt_closing_fee(debt_value, mmr, taker_fee))
+
+
+def isolated_liquidation_price(
+    quote_assets: Decimal, quote_debt: Decimal, base_assets: Decimal, base_debt: Decimal, mmr: Decimal,
+    taker_fee: Decimal,
+) -> Decimal | None:  # fmt: skip
+    """Mark price where the isolated ratio reaches 1 (§1.5, general form):
+    ``(QL·k − QA) / (BA − BL·k)`` with ``k = (1+m)(1+f)``. ``None`` if not a positive price."""
+    k = (ONE + mmr) * (ONE + taker_fee)
+    denominator = base_assets - base_debt * k
+    if denominator == 0:
+        return None
+    price = NEAR.divide(quote_debt * k - quote_assets, denominator)
+    return price if price > 0 else None
+
+
+def isolated_long_upl_base(assets: Decimal, margin_base: Decimal, quote_debt: Decimal, price: Decimal) -> Decimal:
+    """OKX isolated long with base margin, in base units (§1.6): ``upl = pos − margin − D/P``
+    (``pos`` in old-mode terms, i.e. bought + margin)."""
+    return assets - margin_base - NEAR.divide(quote_debt, price)
