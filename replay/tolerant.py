@@ -19,9 +19,9 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import Final
 
-from engine.io.filelog import HEADER, HEADER_SIZE, MAGIC, MAX_PAYLOAD
+from engine.io.filelog import HEADER, HEADER_SIZE, MAGIC, MAX_PAYLOAD, find_next_valid
 
 __all__ = ["Damage", "Record", "SeqCursor", "first_seq", "read_log"]
 
@@ -70,47 +70,6 @@ class Damage:
             f"{name} byte offset {self.offset}: {self.reason}; {self.length} byte(s) unreadable up to the next "
             f"valid record (seq {self.resume_seq}) at byte offset {self.resume_offset}"
         )
-
-
-def _valid_at(f: BinaryIO, pos: int, end: int) -> int | None:
-    """The seq of a checksum-valid record starting at ``pos`` and ending by ``end``, else None."""
-    if end - pos < HEADER_SIZE:
-        return None
-    f.seek(pos)
-    head = f.read(HEADER_SIZE)
-    if len(head) < HEADER_SIZE:
-        return None
-    magic, crc, length, seq = HEADER.unpack(head)
-    if magic != MAGIC or length > MAX_PAYLOAD or pos + HEADER_SIZE + length > end:
-        return None
-    check = zlib.crc32(head[_CRC_START:])
-    remaining = length
-    while remaining:
-        chunk = f.read(min(remaining, _CHUNK))
-        if not chunk:
-            return None
-        check = zlib.crc32(chunk, check)
-        remaining -= len(chunk)
-    return int(seq) if check == crc else None
-
-
-def _next_valid(f: BinaryIO, start: int, end: int) -> tuple[int, int] | None:
-    """``(offset, seq)`` of the first valid record starting in ``[start, end)``."""
-    keep = len(MAGIC) - 1
-    pos = start
-    while pos < end:
-        f.seek(pos)
-        data = f.read(min(_CHUNK, end - pos))
-        j = data.find(MAGIC)
-        while j != -1:
-            seq = _valid_at(f, pos + j, end)
-            if seq is not None:
-                return pos + j, seq
-            j = data.find(MAGIC, j + 1)
-        if len(data) <= keep:
-            return None
-        pos += len(data) - keep  # a magic may straddle the chunk border
-    return None
 
 
 def read_log(path: str | os.PathLike[str]) -> Iterator[Record | Damage]:
@@ -165,7 +124,7 @@ def read_log(path: str | os.PathLike[str]) -> Iterator[Record | Damage]:
                 i = 0
                 continue
             at = base + i
-            found = _next_valid(f, at + 1, size)
+            found = find_next_valid(f, at + 1, size)
             if found is None:
                 yield Damage(p, at, bad, None, None, size)
                 return

@@ -94,7 +94,10 @@ __all__ = [
     "LogCorruptError",
     "LogError",
     "ScanReport",
+    "find_next_valid",
     "scan",
+    "truncate_after",
+    "valid_record_at",
 ]
 
 _log = logging.getLogger(__name__)
@@ -236,7 +239,7 @@ def _records(f: BinaryIO, start: int, end: int, copy: bool, bad: list[_Bad]) -> 
         i = 0
 
 
-def _valid_record_at(f: BinaryIO, pos: int, end: int) -> int | None:
+def valid_record_at(f: BinaryIO, pos: int, end: int) -> int | None:
     """Return the seq of the valid record starting at ``pos`` (ending by ``end``), else None."""
     if end - pos < HEADER_SIZE:
         return None
@@ -258,7 +261,7 @@ def _valid_record_at(f: BinaryIO, pos: int, end: int) -> int | None:
     return int(seq) if c == crc else None
 
 
-def _find_next_valid(f: BinaryIO, start: int, end: int) -> tuple[int, int] | None:
+def find_next_valid(f: BinaryIO, start: int, end: int) -> tuple[int, int] | None:
     """Return ``(offset, seq)`` of the first valid record starting in [start, end), if any."""
     keep = len(MAGIC) - 1
     pos = start
@@ -267,7 +270,7 @@ def _find_next_valid(f: BinaryIO, start: int, end: int) -> tuple[int, int] | Non
         data = f.read(min(_READ_CHUNK, end - pos))
         j = data.find(MAGIC)
         while j != -1:
-            seq = _valid_record_at(f, pos + j, end)
+            seq = valid_record_at(f, pos + j, end)
             if seq is not None:
                 return pos + j, seq
             j = data.find(MAGIC, j + 1)
@@ -311,7 +314,7 @@ def _recover(path: str, write_fd: int, policy: FsyncPolicy, warn: Callable[[str]
         if not bad:
             return expected - 1, size, index
         b = bad[0]
-        nxt = _find_next_valid(f, b.offset + 1, size)
+        nxt = find_next_valid(f, b.offset + 1, size)
     if nxt is not None:
         raise LogCorruptError(
             path,
@@ -580,7 +583,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
             if not bad:
                 break
             b = bad[0]
-            nxt = _find_next_valid(f, b.offset + 1, total)
+            nxt = find_next_valid(f, b.offset + 1, total)
             if nxt is None:
                 report.torn_tail_bytes = total - b.offset
                 report.errors.append(
