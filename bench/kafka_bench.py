@@ -34,7 +34,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -78,21 +77,10 @@ write_flow = _load_write_flow()
 
 
 def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    uname = platform.uname()
-    return {
-        "cpu_model": model or platform.processor() or "unknown",
-        "logical_cpus": os.cpu_count(),
-        "uname": f"{uname.system} {uname.release} {uname.machine}",
-        "python": platform.python_version(),
-    }
+    """The machine, as the engine benchmark describes it (one description for every bench)."""
+    from engine_bench import machine_info as describe
+
+    return describe()
 
 
 def kafka_version() -> str:
