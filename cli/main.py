@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli import services
 
     services.register(sub)
+    from cli import project as project_cli
+
+    project_cli.register(sub)
     from cli import audit as audit_cli
 
     audit_cli.register(sub)

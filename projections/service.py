@@ -1,0 +1,462 @@
+"""``marginbook project``: the risk projection of one shard, exactly once from event to view.
+
+One projection instance owns one shard: partition ``shard`` of the events topic, consumed by
+``assign()`` (never by group rebalancing, aiokafka #844) with ``read_committed``. It folds every
+outcome into its own state (:class:`projections.publish.Projector`) and, per batch, in **one
+Kafka transaction** (static transactional id ``marginbook-projection-<events topic>-<shard>``):
+
+* the alerts of the batch's outcomes, in journal order (``<prefix>.alerts``, key ``acct``);
+* each changed account's risk records, once, with its latest view (``<prefix>.risk``,
+  compacted, keys ``acct`` and ``acct/instId/posSide``, tombstones for positions gone);
+* every ``snapshot_every`` sequence numbers, a projection snapshot — the state
+  (``engine.core.snapshot.encode``) and the next events offset — on
+  ``<prefix>.projection.snapshots`` (compacted, key = shard; created if missing);
+* the consumed events offset (``send_offsets_to_transaction``, once, after all sends — #1098).
+
+Every record has a ``seq`` header: the outcome position its value reflects (alerts also an
+``event`` header, the index of the event in its outcome). Records go to partition ``shard``.
+
+**Batches.** A batch ends after the events record that brings it to ``batch_max`` outcomes, or
+when the consumer has caught up with the partition's last stable offset. On a backlog the cut
+points therefore depend only on the journal, not on fetch timing: a projection restarted from a
+committed batch end publishes exactly the records an uninterrupted one would have. While live,
+batches are whatever has arrived; under a storm of marks the backlog grows, batches grow with
+it and each account is rendered once per batch (coalescing), so the projection catches up.
+
+Crash points and outcomes (the process may die anywhere; recovery is :meth:`_recover`):
+
+1. before the transaction commits → the broker aborts it (the next producer's ``start()``
+   fences the old transactional id and aborts its open transaction); ``read_committed``
+   readers never see its records and the committed offset has not moved: the batch is redone,
+   with the same cut points, so it publishes the same records once;
+2. after the commit → records and offset are both committed; recovery restores the newest
+   snapshot at or before the committed offset and re-folds the events from its offset up to
+   the committed offset *without publishing*; the "last published" map is then rebuilt from
+   that state (it equals the topic's latest values, see ``projections.publish``), so nothing
+   is repeated and nothing skipped;
+3. during recovery → nothing was produced; recovery starts again.
+
+A snapshot this version cannot decode is skipped (the journal is re-folded from its start): the
+snapshots are caches of the journal, never a source of truth.
+
+The producer is started before the committed offset is read (a committed offset read before
+the fence could be stale). Any error in the loop closes both clients and recovers the same way
+(crash-only), with backoff; a sequence gap in the journal halts (exit 3), a newer instance on
+the same shard fences this one (exit 4). SIGTERM stops after the current transaction.
+
+**Rebuild** (``--rebuild``): the first recovery ignores the snapshots and re-folds the journal
+from its start up to the committed offset, reads the shard's partition of the risk topic back
+(latest value per key) and, in one transaction with a fresh snapshot, publishes what differs:
+changed or missing views and tombstones for keys the journal does not justify. A rebuild of a
+correct topic publishes nothing; either way the topic converges to the views of the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import ProducerFenced, TopicAlreadyExistsError, for_code
+from aiokafka.structs import ConsumerRecord
+from pydantic import BaseModel, Field
+
+from engine.core import snapshot
+from engine.core.context import InvariantBroken
+from engine.core.state import State
+from engine.io.kafka.config import Topics
+from engine.io.kafka.loop import Halted
+from engine.io.kafka.records import SnapshotRecord, decode_snapshot_record, encode_snapshot_record
+from engine.io.kafka.topics import COMPACTED
+from projections.metrics import ProjectionStats
+from projections.publish import Projector, Record
+
+log = logging.getLogger("marginbook.projection")
+
+#: Empty polls inside a batch (not caught up, nothing arrives) before the batch is cut anyway.
+_MAX_IDLE_POLLS = 25
+
+
+class ProjectionConfig(BaseModel):
+    bootstrap: str = "127.0.0.1:39092"
+    topics: Topics = Field(default_factory=Topics)
+    #: Compacted topic of projection snapshots; default ``<prefix>.projection.snapshots``.
+    snapshots_topic: str = ""
+    #: The events partition this projection owns (one instance per shard).
+    shard: int = Field(default=0, ge=0)
+    #: A batch (one transaction) ends after the events record reaching this many outcomes.
+    batch_max: int = Field(default=5_000, ge=1)
+    #: A snapshot goes into the transaction that crosses every N-th sequence number.
+    snapshot_every: int = Field(default=20_000, ge=1)
+    metrics_port: int = Field(default=0, ge=0)
+    #: Re-fold from the start of the journal and converge the risk topic (first recovery only).
+    rebuild: bool = False
+    #: Stop (exit 0) once caught up with the events partition (rebuild jobs, tests).
+    stop_when_caught_up: bool = False
+    linger_ms: int = 5
+
+    @property
+    def snapshots(self) -> str:
+        if self.snapshots_topic:
+            return self.snapshots_topic
+        return f"{self.topics.events.removesuffix('.events')}.projection.snapshots"
+
+    @property
+    def group_id(self) -> str:
+        return f"marginbook-projection-{self.shard}"
+
+    @property
+    def transactional_id(self) -> str:
+        """Static per events partition: a restarted projection fences its predecessor."""
+        return f"marginbook-projection-{self.topics.events}-{self.shard}"
+
+
+class KafkaProjection:
+    def __init__(self, config: ProjectionConfig, stats: ProjectionStats | None = None) -> None:
+        self.config = config
+        self.stats = stats or ProjectionStats()
+        self.tp = TopicPartition(config.topics.events, config.shard)
+        self.key = str(config.shard).encode()
+        self.projector = Projector()
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._buffer: deque[ConsumerRecord[bytes, bytes]] = deque()
+        self._next_snapshot = config.snapshot_every
+        self._rebuild_pending = config.rebuild
+        self._topic_checked = False
+        self._backoff = 0.2
+
+    def stop(self) -> None:
+        """Stop after the current transaction (SIGTERM)."""
+        self._stopping.set()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or caught up, with ``stop_when_caught_up``); restart
+        crash-only on any failure. Raises :class:`Halted` when restarting cannot help."""
+        self._backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._recover()
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except InvariantBroken as err:
+                self.stats.halted, self.stats.ready = True, False
+                log.critical("projection halted: the journal is not dense: %s", err)
+                raise Halted(str(err), 3) from err
+            except ProducerFenced as err:
+                self.stats.ready = False
+                log.warning("another projection instance took over shard %d; stepping aside", self.config.shard)
+                raise Halted("fenced by a newer instance", 4) from err
+            except Exception:
+                self.stats.restarts += 1
+                self.stats.ready = False
+                log.exception("projection loop failed; restarting from the last committed state")
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
+            finally:
+                await self._close()
+
+    async def _close(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    await client.stop()
+                except (Exception, asyncio.CancelledError):  # already failing; the cause was logged
+                    log.warning("error while closing a Kafka client", exc_info=True)
+        self.consumer = self.producer = None
+
+    # --- recovery -----------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        cfg = self.config
+        self._buffer.clear()
+        if not self._topic_checked:
+            await ensure_snapshot_topic(cfg.bootstrap, cfg.snapshots, cfg.topics.events)
+            self._topic_checked = True
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=cfg.bootstrap,
+            transactional_id=cfg.transactional_id,
+            enable_idempotence=True,
+            linger_ms=cfg.linger_ms,
+            max_batch_size=1 << 20,
+            max_request_size=64 << 20,
+            request_timeout_ms=30_000,
+        )
+        await self.producer.start()  # fences any older instance, aborts its open transaction
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 << 20,
+        )
+        await self.consumer.start()
+        self.consumer.assign([self.tp])
+        committed = await self.consumer.committed(self.tp) or 0
+        restored = None if self._rebuild_pending else await self._latest_snapshot()
+        self.projector, start = Projector(State()), 0
+        if restored is not None and restored.next_offset <= committed:
+            try:
+                self.projector = Projector(snapshot.restore(restored.state))
+                start = restored.next_offset
+            except (ValueError, msgspec.DecodeError) as err:
+                # A snapshot is a cache of the journal: one this version cannot read is skipped.
+                log.warning("projection snapshot at seq %d unusable (%s); re-folding from the start", restored.seq, err)
+        refolded = await self._refold(start, committed)
+        state = self.projector.state
+        self._next_snapshot = (state.last_seq // cfg.snapshot_every + 1) * cfg.snapshot_every
+        if self._rebuild_pending:
+            await self._converge(committed)
+            self._rebuild_pending = False
+        else:
+            self.projector.prime()
+        self.consumer.seek(self.tp, committed)
+        self.stats.last_seq = state.last_seq
+        self.stats.ready = True
+        log.info(
+            "recovered projection of shard %d: snapshot at offset %d, re-folded %d outcomes, "
+            "committed offset %d, last seq %d",
+            cfg.shard,
+            start,
+            refolded,
+            committed,
+            state.last_seq,
+        )
+
+    async def _latest_snapshot(self) -> SnapshotRecord | None:
+        cfg = self.config
+        latest: SnapshotRecord | None = None
+        async for _, value in read_partition(cfg.bootstrap, cfg.snapshots, cfg.shard, max_bytes=64 << 20):
+            if value is not None:
+                latest = decode_snapshot_record(value)
+        return latest
+
+    async def _refold(self, start: int, committed: int) -> int:
+        """Fold the events in ``[start, committed)`` without publishing anything."""
+        consumer = self.consumer
+        assert consumer is not None
+        if start >= committed:
+            return 0
+        consumer.seek(self.tp, start)
+        folded = idle = 0
+        while await consumer.position(self.tp) < committed and idle < 50:
+            batch = await consumer.getmany(self.tp, timeout_ms=200, max_records=500)
+            records = batch.get(self.tp, [])
+            idle = 0 if records else idle + 1
+            for record in records:
+                if record.offset >= committed:
+                    return folded
+                folded += self.projector.fold_record(record.value, publish=False)
+        if await consumer.position(self.tp) < committed:
+            raise RuntimeError(f"re-fold stopped at {await consumer.position(self.tp)}, committed is {committed}")
+        return folded
+
+    async def _converge(self, committed: int) -> None:
+        """Rebuild: make the risk topic equal the views of the state re-folded from scratch."""
+        cfg = self.config
+        producer = self.producer
+        assert producer is not None
+        current: dict[str, bytes] = {}
+        async for key, value in read_partition(cfg.bootstrap, cfg.topics.risk, cfg.shard):
+            if key is None:
+                continue
+            if value is None:
+                current.pop(key.decode(), None)
+            else:
+                current[key.decode()] = value
+        self.projector.prime(current)
+        records = self.projector.converge()
+        async with producer.transaction():
+            await self._send(records)
+            await self._send_snapshot(committed)
+            await producer.send_offsets_to_transaction({self.tp: committed}, cfg.group_id)
+        log.info(
+            "rebuild of shard %d: %d keys on the risk topic, %d records published to converge, last seq %d",
+            cfg.shard,
+            len(current),
+            len(records),
+            self.projector.last_seq,
+        )
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        consumer, producer = self.consumer, self.producer
+        assert consumer is not None and producer is not None
+        cfg = self.config
+        buffer = self._buffer
+        if cfg.stop_when_caught_up and await self._caught_up(fetch=True):
+            self._stopping.set()
+        while not self._stopping.is_set():
+            if not buffer:
+                fetched = await consumer.getmany(self.tp, timeout_ms=200, max_records=1_000)
+                buffer.extend(fetched.get(self.tp, []))
+                if not buffer:
+                    self.stats.lag = await self._lag()
+                    if cfg.stop_when_caught_up and await self._caught_up(fetch=True):
+                        self._stopping.set()
+                    continue
+            started = time.perf_counter()
+            outcomes = idle = 0
+            last_offset = -1
+            while True:
+                while buffer and outcomes < cfg.batch_max:
+                    record = buffer.popleft()
+                    outcomes += self.projector.fold_record(record.value)
+                    last_offset = record.offset
+                if outcomes >= cfg.batch_max or await self._caught_up():
+                    break
+                fetched = await consumer.getmany(self.tp, timeout_ms=100, max_records=1_000)
+                more = fetched.get(self.tp, [])
+                idle = 0 if more else idle + 1
+                if idle >= _MAX_IDLE_POLLS:
+                    break
+                buffer.extend(more)
+            records = self.projector.flush()
+            next_offset = last_offset + 1
+            async with producer.transaction():
+                await self._send(records)
+                if self.projector.last_seq >= self._next_snapshot:
+                    await self._send_snapshot(next_offset)
+                await producer.send_offsets_to_transaction({self.tp: next_offset}, cfg.group_id)
+            self._backoff = 0.2  # a committed transaction: the last failure is behind us
+            stats = self.stats
+            stats.transactions += 1
+            stats.outcomes += outcomes
+            stats.last_batch = outcomes
+            stats.last_seq = self.projector.last_seq
+            stats.last_txn_seconds = time.perf_counter() - started
+            stats.lag = await self._lag() if not buffer else stats.lag
+            if cfg.stop_when_caught_up and not buffer and await self._caught_up():
+                self._stopping.set()
+
+    async def _caught_up(self, fetch: bool = False) -> bool:
+        """Has the consumer reached the partition's last stable offset? A transactional
+        partition ends with a commit marker the position may stay in front of (aiokafka #911),
+        so one below the end counts as the end."""
+        consumer = self.consumer
+        assert consumer is not None
+        if fetch:
+            end = (await consumer.end_offsets([self.tp]))[self.tp]
+        else:
+            lso = consumer.last_stable_offset(self.tp)
+            end = lso if lso is not None and lso >= 0 else consumer.highwater(self.tp)
+            if end is None:
+                return False
+        position: int = await consumer.position(self.tp)
+        return position >= int(end) - 1
+
+    async def _lag(self) -> int:
+        consumer = self.consumer
+        assert consumer is not None
+        if await self._caught_up():
+            return 0
+        lso = consumer.last_stable_offset(self.tp)
+        end = lso if lso is not None and lso >= 0 else consumer.highwater(self.tp) or 0
+        position: int = await consumer.position(self.tp)
+        return max(0, int(end) - position)
+
+    async def _send(self, records: list[Record]) -> None:
+        producer = self.producer
+        assert producer is not None
+        topics = self.config.topics
+        risk_count = alert_count = 0
+        for record in records:
+            headers = [("seq", str(record.seq).encode())]
+            if record.topic == "alerts":
+                headers.append(("event", str(record.event).encode()))
+                topic = topics.alerts
+                alert_count += 1
+            else:
+                topic = topics.risk
+                risk_count += 1
+            await producer.send(
+                topic, value=record.value, key=record.key.encode(), partition=self.config.shard, headers=headers
+            )
+        self.stats.risk_records += risk_count
+        self.stats.alerts += alert_count
+
+    async def _send_snapshot(self, next_offset: int) -> None:
+        assert self.producer is not None
+        state = self.projector.state
+        record = SnapshotRecord(
+            shard=self.config.shard, next_offset=next_offset, seq=state.last_seq, state=snapshot.encode(state)
+        )
+        await self.producer.send(
+            self.config.snapshots,
+            value=encode_snapshot_record(record),
+            key=self.key,
+            partition=self.config.shard,
+            headers=[("seq", str(state.last_seq).encode())],
+        )
+        self.stats.snapshots += 1
+        every = self.config.snapshot_every
+        self._next_snapshot = (state.last_seq // every + 1) * every
+
+
+async def read_partition(
+    bootstrap: str, topic: str, partition: int, max_bytes: int = 16 << 20
+) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
+    """``(key, value)`` of every committed record of one partition, from its start up to its
+    end when the read began. A transactional partition ends with a marker the position may stay
+    in front of (#911): one below the end counts as the end once two polls bring nothing."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=max_bytes,
+        fetch_max_bytes=max(max_bytes, 64 << 20),
+    )
+    await reader.start()
+    tp = TopicPartition(topic, partition)
+    try:
+        reader.assign([tp])
+        await reader.seek_to_beginning(tp)
+        end = (await reader.end_offsets([tp]))[tp]
+        idle = 0
+        while True:
+            position = await reader.position(tp)
+            if position >= end or (position == end - 1 and idle >= 2) or idle >= 50:
+                break
+            batch = await reader.getmany(tp, timeout_ms=200, max_records=2_000)
+            records = batch.get(tp, [])
+            idle = 0 if records else idle + 1
+            for record in records:
+                if record.offset < end:
+                    yield record.key, record.value
+        if await reader.position(tp) < end - 1:
+            raise RuntimeError(f"{topic}[{partition}]: read stopped at {await reader.position(tp)}, end is {end}")
+    finally:
+        await reader.stop()
+
+
+async def ensure_snapshot_topic(bootstrap: str, name: str, events_topic: str) -> bool:
+    """Create the compacted projection-snapshots topic if missing, with as many partitions as
+    the events topic (partition ``s`` belongs to shard ``s``). True if it was created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([events_topic])
+        partitions = max((len(t.get("partitions", [])) for t in described if t.get("error_code", 0) == 0), default=1)
+        response = await admin.create_topics(
+            [NewTopic(name, max(partitions, 1), 1, topic_configs={**COMPACTED, "max.message.bytes": "67108864"})]
+        )
+        for topic, code, *_ in response.topic_errors:
+            if code == 0:
+                log.info("created topic %s (%d partitions, compacted)", topic, partitions)
+                return True
+            if for_code(code) is not TopicAlreadyExistsError:
+                raise for_code(code)(f"creating topic {topic}")
+        return False
+    finally:
+        await admin.close()
