@@ -11,7 +11,7 @@ from cli.services import add_kafka_args, bootstrap_from, setup_logging, topics_f
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from engine.io.kafka.loop import Halted
+    from engine.io.kafka.crash_only import Halted
     from projections.metrics import serve_projection_metrics
     from projections.service import KafkaProjection, ProjectionConfig
 

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Iterator
 
 from engine.io.kafka.config import EngineConfig, Topics
-from engine.io.kafka.loop import Halted, KafkaEngine, install_signal_handlers
+from engine.io.kafka.crash_only import Halted
+from engine.io.kafka.loop import KafkaEngine, install_signal_handlers
 from engine.io.kafka.topics import create_topics
 from engine.io.metrics import serve_metrics
 

@@ -1,17 +1,14 @@
 """``/metrics`` (Prometheus text) and ``/healthz`` of ``marginbook project``.
 
-The same shape as the engine's endpoint (``engine.io.metrics``): asyncio streams on the
-service's own event loop, no thread, no web framework; loopback unless
-``MARGINBOOK_METRICS_HOST`` says otherwise.
+Served by the services' shared endpoint (``engine.io.metrics.serve_stats``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from engine.io.metrics import GaugeSpecs, serve_stats
 
 
 @dataclass
@@ -36,7 +33,7 @@ class ProjectionStats:
     halted: bool = False
 
 
-_GAUGES = {
+_GAUGES: GaugeSpecs = {
     "outcomes": ("marginbook_projection_outcomes_total", "outcomes folded and published"),
     "risk_records": ("marginbook_projection_risk_records_total", "risk records published (views and tombstones)"),
     "alerts": ("marginbook_projection_alerts_total", "alerts published"),
@@ -53,38 +50,4 @@ _GAUGES = {
 
 async def serve_projection_metrics(stats: ProjectionStats, port: int, host: str | None = None) -> asyncio.Server:
     """Serve ``/metrics`` and ``/healthz`` (200 once recovered, else 503) on ``host:port``."""
-    host = host or os.environ.get("MARGINBOOK_METRICS_HOST", "127.0.0.1")
-    registry = CollectorRegistry()
-    gauges = {field: Gauge(name, text, registry=registry) for field, (name, text) in _GAUGES.items()}
-    started = asyncio.get_running_loop().time()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await reader.readline()
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request.split()
-            path = parts[1].decode() if len(parts) > 1 else "/"
-            if path == "/metrics":
-                for field, gauge in gauges.items():
-                    gauge.set(float(getattr(stats, field)))  # det-ok: metrics, not money
-                body, status, kind = generate_latest(registry), "200 OK", "text/plain; version=0.0.4"
-            elif path == "/healthz":
-                uptime = asyncio.get_running_loop().time() - started
-                body = (
-                    f'{{"ready": {str(stats.ready).lower()}, "last_seq": {stats.last_seq}, '
-                    f'"lag": {stats.lag}, "uptime_s": {uptime:.0f}}}'
-                ).encode()
-                status = "200 OK" if stats.ready else "503 Service Unavailable"
-                kind = "application/json"
-            else:
-                body, status, kind = b"not found", "404 Not Found", "text/plain"
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(handle, host, port)
+    return await serve_stats(stats, _GAUGES, port, host)

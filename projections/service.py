@@ -53,7 +53,6 @@ correct topic publishes nothing; either way the topic converges to the views of 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -62,15 +61,14 @@ from collections.abc import AsyncIterator
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import ProducerFenced, TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel, Field
 
 from engine.core import snapshot
-from engine.core.context import InvariantBroken
 from engine.core.state import State
 from engine.io.kafka.config import Topics
-from engine.io.kafka.loop import Halted
+from engine.io.kafka.crash_only import CrashOnlyLoop
 from engine.io.kafka.records import SnapshotRecord, decode_snapshot_record, encode_snapshot_record
 from engine.io.kafka.topics import COMPACTED
 from projections.metrics import ProjectionStats
@@ -116,63 +114,20 @@ class ProjectionConfig(BaseModel):
         return f"marginbook-projection-{self.topics.events}-{self.shard}"
 
 
-class KafkaProjection:
+class KafkaProjection(CrashOnlyLoop):
+    name = "projection"
+
     def __init__(self, config: ProjectionConfig, stats: ProjectionStats | None = None) -> None:
+        self.stats: ProjectionStats = stats or ProjectionStats()
+        super().__init__(self.stats, config.shard)
         self.config = config
-        self.stats = stats or ProjectionStats()
         self.tp = TopicPartition(config.topics.events, config.shard)
         self.key = str(config.shard).encode()
         self.projector = Projector()
-        self.producer: AIOKafkaProducer | None = None
-        self.consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
         self._buffer: deque[ConsumerRecord[bytes, bytes]] = deque()
         self._next_snapshot = config.snapshot_every
         self._rebuild_pending = config.rebuild
         self._topic_checked = False
-        self._backoff = 0.2
-
-    def stop(self) -> None:
-        """Stop after the current transaction (SIGTERM)."""
-        self._stopping.set()
-
-    # --- lifecycle ----------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Run until :meth:`stop` (or caught up, with ``stop_when_caught_up``); restart
-        crash-only on any failure. Raises :class:`Halted` when restarting cannot help."""
-        self._backoff = 0.2
-        while not self._stopping.is_set():
-            try:
-                await self._recover()
-                await self._loop()
-            except asyncio.CancelledError:
-                raise
-            except InvariantBroken as err:
-                self.stats.halted, self.stats.ready = True, False
-                log.critical("projection halted: the journal is not dense: %s", err)
-                raise Halted(str(err), 3) from err
-            except ProducerFenced as err:
-                self.stats.ready = False
-                log.warning("another projection instance took over shard %d; stepping aside", self.config.shard)
-                raise Halted("fenced by a newer instance", 4) from err
-            except Exception:
-                self.stats.restarts += 1
-                self.stats.ready = False
-                log.exception("projection loop failed; restarting from the last committed state")
-                await asyncio.sleep(self._backoff)
-                self._backoff = min(self._backoff * 2, 5.0)
-            finally:
-                await self._close()
-
-    async def _close(self) -> None:
-        for client in (self.consumer, self.producer):
-            if client is not None:
-                try:
-                    await client.stop()
-                except (Exception, asyncio.CancelledError):  # already failing; the cause was logged
-                    log.warning("error while closing a Kafka client", exc_info=True)
-        self.consumer = self.producer = None
 
     # --- recovery -----------------------------------------------------------------------------
 

@@ -1,41 +1,41 @@
-"""A tiny HTTP endpoint: ``/metrics`` (Prometheus text format) and ``/healthz``.
+"""A tiny HTTP endpoint for the services: ``/metrics`` (Prometheus text) and ``/healthz``.
 
-Served with asyncio streams on the engine's event loop (no extra thread or web framework).
+Served with asyncio streams on the service's own event loop (no thread, no web framework), on
+loopback unless ``MARGINBOOK_METRICS_HOST`` says otherwise. Each service passes its stats object
+and the gauges to export (``field → (metric name, help)``); ``/healthz`` answers 200 once the
+service has recovered (``stats.ready``), else 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from engine.io.kafka.loop import LoopStats
 
+GaugeSpecs = dict[str, tuple[str, str]]
 
-def _registry(stats: LoopStats) -> tuple[CollectorRegistry, dict[str, Gauge]]:
-    registry = CollectorRegistry()
-    gauges = {
-        "commands": Gauge("marginbook_commands_total", "inputs consumed", registry=registry),
-        "dead_letters": Gauge("marginbook_dead_letters_total", "inputs dead-lettered", registry=registry),
-        "transactions": Gauge("marginbook_transactions_total", "Kafka transactions committed", registry=registry),
-        "last_seq": Gauge("marginbook_last_seq", "last sequence number applied", registry=registry),
-        "last_batch": Gauge("marginbook_batch_size", "inputs in the last transaction", registry=registry),
-        "last_txn_seconds": Gauge(
-            "marginbook_transaction_seconds", "duration of the last transaction", registry=registry
-        ),
-        "lag": Gauge("marginbook_lag", "inputs behind the partition's end", registry=registry),
-        "restarts": Gauge("marginbook_restarts_total", "crash-only restarts of the loop", registry=registry),
-        "halted": Gauge("marginbook_halted", "1 when a broken invariant stopped the engine", registry=registry),
-    }
-    return registry, gauges
+ENGINE_GAUGES: GaugeSpecs = {
+    "commands": ("marginbook_commands_total", "inputs consumed"),
+    "dead_letters": ("marginbook_dead_letters_total", "inputs dead-lettered"),
+    "transactions": ("marginbook_transactions_total", "Kafka transactions committed"),
+    "last_seq": ("marginbook_last_seq", "last sequence number applied"),
+    "last_batch": ("marginbook_batch_size", "inputs in the last transaction"),
+    "last_txn_seconds": ("marginbook_transaction_seconds", "duration of the last transaction"),
+    "lag": ("marginbook_lag", "inputs behind the partition's end"),
+    "restarts": ("marginbook_restarts_total", "crash-only restarts of the loop"),
+    "halted": ("marginbook_halted", "1 when a broken invariant stopped the engine"),
+}
 
 
-async def serve_metrics(stats: LoopStats, port: int, host: str | None = None) -> asyncio.Server:
-    """Serve on ``host`` (default: env ``MARGINBOOK_METRICS_HOST``, else loopback)."""
-    import os
-
+async def serve_stats(stats: Any, gauges: GaugeSpecs, port: int, host: str | None = None) -> asyncio.Server:
+    """Serve ``/metrics`` and ``/healthz`` for ``stats`` on ``host:port``."""
     host = host or os.environ.get("MARGINBOOK_METRICS_HOST", "127.0.0.1")
-    registry, gauges = _registry(stats)
+    registry = CollectorRegistry()
+    exported = {field: Gauge(name, text, registry=registry) for field, (name, text) in gauges.items()}
     started = asyncio.get_running_loop().time()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -43,16 +43,20 @@ async def serve_metrics(stats: LoopStats, port: int, host: str | None = None) ->
             request = await reader.readline()
             while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                 pass
-            path = request.split()[1].decode() if len(request.split()) > 1 else "/"
+            parts = request.split()
+            path = parts[1].decode() if len(parts) > 1 else "/"
             if path == "/metrics":
-                for name, gauge in gauges.items():
-                    gauge.set(float(getattr(stats, name)))  # det-ok: metrics, not money
+                for field, gauge in exported.items():
+                    gauge.set(float(getattr(stats, field)))  # det-ok: metrics, not money
                 body, status, kind = generate_latest(registry), "200 OK", "text/plain; version=0.0.4"
             elif path == "/healthz":
-                ok = stats.ready
                 uptime = asyncio.get_running_loop().time() - started
-                body = f'{{"ready": {str(ok).lower()}, "uptime_s": {uptime:.0f}}}'.encode()
-                status, kind = ("200 OK" if ok else "503 Service Unavailable"), "application/json"
+                body = (
+                    f'{{"ready": {str(stats.ready).lower()}, "last_seq": {stats.last_seq}, '
+                    f'"lag": {stats.lag}, "uptime_s": {uptime:.0f}}}'
+                ).encode()
+                status = "200 OK" if stats.ready else "503 Service Unavailable"
+                kind = "application/json"
             else:
                 body, status, kind = b"not found", "404 Not Found", "text/plain"
             head = (
@@ -64,3 +68,8 @@ async def serve_metrics(stats: LoopStats, port: int, host: str | None = None) ->
             writer.close()
 
     return await asyncio.start_server(handle, host, port)
+
+
+async def serve_metrics(stats: LoopStats, port: int, host: str | None = None) -> asyncio.Server:
+    """The engine's endpoint."""
+    return await serve_stats(stats, ENGINE_GAUGES, port, host)

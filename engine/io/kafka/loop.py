@@ -45,13 +45,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import ProducerFenced
 
 from engine.core import snapshot
-from engine.core.context import InvariantBroken
 from engine.core.state import State
 from engine.core.step import Engine
 from engine.io.kafka.config import EngineConfig
+from engine.io.kafka.crash_only import CrashOnlyLoop
 from engine.io.kafka.deadletter import dead_letter
 from engine.io.kafka.records import SnapshotRecord, decode_snapshot_record, encode_snapshot_record
 from events.codec import BadCommand, decode_command_json, encode_outcome_json
@@ -79,72 +78,17 @@ class LoopStats:
     halted: bool = False
 
 
-class Halted(RuntimeError):
-    """The engine stopped for good: a broken invariant, or another instance fenced it."""
+class KafkaEngine(CrashOnlyLoop):
+    name = "engine"
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class KafkaEngine:
     def __init__(self, config: EngineConfig, stats: LoopStats | None = None) -> None:
+        self.stats: LoopStats = stats or LoopStats()
+        super().__init__(self.stats, config.shard)
         self.config = config
-        self.stats = stats or LoopStats()
         self.tp = TopicPartition(config.topics.commands, config.shard)
         self.key = str(config.shard).encode()
         self.engine = Engine()
-        self.producer: AIOKafkaProducer | None = None
-        self.consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
         self._next_snapshot = config.snapshot_every
-        self._backoff = 0.2
-
-    def stop(self) -> None:
-        """Ask the loop to stop after the current transaction (SIGTERM)."""
-        self._stopping.set()
-
-    # --- lifecycle ----------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        """Run until :meth:`stop`; restart crash-only on any failure.
-
-        Raises :class:`Halted` when restarting cannot help: a broken invariant (deterministic:
-        the same input would break it again — exit code 3), or a newer instance fenced this one
-        (it steps aside — exit code 4).
-        """
-        self._backoff = 0.2
-        while not self._stopping.is_set():
-            try:
-                await self._recover()
-                await self._loop()
-            except asyncio.CancelledError:
-                raise
-            except InvariantBroken as err:
-                self.stats.halted, self.stats.ready = True, False
-                log.critical("engine halted, nothing committed for the failing batch: %s", err)
-                raise Halted(str(err), 3) from err
-            except ProducerFenced as err:
-                self.stats.ready = False
-                log.warning("another engine instance took over shard %d; stepping aside", self.config.shard)
-                raise Halted("fenced by a newer instance", 4) from err
-            except Exception:
-                self.stats.restarts += 1
-                self.stats.ready = False
-                log.exception("engine loop failed; restarting from the last committed state")
-                await asyncio.sleep(self._backoff)
-                self._backoff = min(self._backoff * 2, 5.0)
-            finally:
-                await self._close()
-
-    async def _close(self) -> None:
-        for client in (self.consumer, self.producer):
-            if client is not None:
-                try:
-                    await client.stop()
-                except (Exception, asyncio.CancelledError):  # already failing; the cause was logged
-                    log.warning("error while closing a Kafka client", exc_info=True)
-        self.consumer = self.producer = None
 
     # --- recovery -----------------------------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""The crash-only restart policy shared by the Kafka services (engine, projection).
+
+A service is a loop over Kafka with state rebuilt by ``_recover()`` and advanced by ``_loop()``;
+any failure closes both clients, drops in-memory state and recovers again, with exponential
+backoff (reset by the subclass after each committed transaction). Two failures are not retried:
+a broken invariant (deterministic — the same input would break it again: :class:`Halted`, exit
+code 3) and being fenced by a newer instance of the same transactional id (it steps aside: exit
+code 4). SIGTERM (:meth:`CrashOnlyLoop.stop`) ends the loop after the current transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import ProducerFenced
+
+from engine.core.context import InvariantBroken
+
+log = logging.getLogger("marginbook.service")
+
+
+class Halted(RuntimeError):
+    """The service stopped for good: a broken invariant, or another instance fenced it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ServiceStats(Protocol):
+    ready: bool
+    halted: bool
+    restarts: int
+
+
+class CrashOnlyLoop:
+    """Base of a Kafka service: subclasses implement :meth:`_recover` and :meth:`_loop`."""
+
+    #: Used in log messages ("engine", "projection").
+    name = "service"
+
+    def __init__(self, stats: ServiceStats, shard: int) -> None:
+        self.stats = stats
+        self.shard = shard
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._backoff = 0.2
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current transaction (SIGTERM)."""
+        self._stopping.set()
+
+    async def _recover(self) -> None:
+        raise NotImplementedError
+
+    async def _loop(self) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; restart crash-only on any failure; raise :class:`Halted`
+        when restarting cannot help."""
+        self._backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._recover()
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except InvariantBroken as err:
+                self.stats.halted, self.stats.ready = True, False
+                log.critical("%s halted, nothing committed for the failing batch: %s", self.name, err)
+                raise Halted(str(err), 3) from err
+            except ProducerFenced as err:
+                self.stats.ready = False
+                log.warning("another %s instance took over shard %d; stepping aside", self.name, self.shard)
+                raise Halted("fenced by a newer instance", 4) from err
+            except Exception:
+                self.stats.restarts += 1
+                self.stats.ready = False
+                log.exception("%s loop failed; restarting from the last committed state", self.name)
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
+            finally:
+                await self._close()
+
+    async def _close(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    await client.stop()
+                except (Exception, asyncio.CancelledError):  # already failing; the cause was logged
+                    log.warning("error while closing a Kafka client", exc_info=True)
+        self.consumer = self.producer = None
