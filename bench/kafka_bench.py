@@ -2,7 +2,7 @@
 
 Usage::
 
-    KAFKA_BOOTSTRAP=127.0.0.1:39092 python bench/kafka_bench.py [--smoke] [--commands N]
+    KAFKA_BOOTSTRAP=127.0.0.1:19092 python bench/kafka_bench.py [--smoke] [--commands N]
         [--rate R] [--duration S] [--batch-max B] [--snapshot-every N] [--json-out PATH]
 
 The broker is the one of ``scripts/kafka.sh`` (``KAFKA_BOOTSTRAP`` or ``--bootstrap``). Commands

@@ -2,7 +2,7 @@
 
 Usage::
 
-    KAFKA_BOOTSTRAP=127.0.0.1:39092 python bench/projection_bench.py [--smoke] [--commands N]
+    KAFKA_BOOTSTRAP=127.0.0.1:19092 python bench/projection_bench.py [--smoke] [--commands N]
         [--accounts A] [--rate R] [--duration S] [--batch-max B] [--json-out PATH]
 
 Everything is real and on one machine (broker JVM, engine, projection and this process share

@@ -81,7 +81,7 @@ _MAX_IDLE_POLLS = 25
 
 
 class ProjectionConfig(BaseModel):
-    bootstrap: str = "127.0.0.1:39092"
+    bootstrap: str = "127.0.0.1:19092"
     topics: Topics = Field(default_factory=Topics)
     #: Compacted topic of projection snapshots; default ``<prefix>.projection.snapshots``.
     snapshots_topic: str = ""

@@ -13,8 +13,11 @@
 #   .kafka/broker.pid          pid of the running broker
 #
 # Usage: scripts/kafka.sh {fetch|start|stop|status|reset|restart}
-# Env:   KAFKA_PORT (39092), KAFKA_CONTROLLER_PORT (39093), KAFKA_START_TIMEOUT (90 s),
+# Env:   KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), KAFKA_START_TIMEOUT (90 s),
 #        KAFKA_HEAP (-Xmx768m), KAFKA_LOG_LEVEL (WARN; root level of server.log), MVN (mvn).
+#
+# The ports sit below Linux's ephemeral range (32768-60999): a client retrying while the broker is
+# down could otherwise "self-connect" to a port in that range and keep the broker from binding it.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -34,8 +37,8 @@ BOOTFILE="$KDIR/bootstrap"
 LOCKFILE="$KDIR/.lock"
 
 HOST=127.0.0.1
-PORT="${KAFKA_PORT:-39092}"
-CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-39093}"
+PORT="${KAFKA_PORT:-19092}"
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT=30
 HEAP="${KAFKA_HEAP:--Xmx768m}"
@@ -109,6 +112,15 @@ running_pid() {
 }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+# A port is busy when anything holds it locally: a listener, or a client socket that
+# connected to itself while retrying (Linux "self-connect"), which blocks the broker's bind.
+port_busy() {
+  if command -v ss >/dev/null 2>&1; then
+    [ -n "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ]
+  else
+    port_open "$1"
+  fi
+}
 
 java_cmd() { java -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOGS" "$@"; }
 
@@ -201,9 +213,14 @@ do_start() {
   do_fetch
   local p
   for p in "$PORT" "$CONTROLLER_PORT"; do
-    if port_open "$p"; then
-      die "port $HOST:$p is already in use by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT)"
-    fi
+    local waited=0
+    while port_busy "$p"; do
+      if [ "$waited" -ge 30 ]; then
+        die "port $HOST:$p is already in use by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT)"
+      fi
+      sleep 1
+      waited=$((waited + 1))
+    done
   done
   mkdir -p "$DATA" "$LOGS"
   write_properties

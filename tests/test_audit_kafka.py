@@ -9,7 +9,7 @@ offset and line.
 
 Needs ``KAFKA_BOOTSTRAP`` (skipped otherwise)::
 
-    KAFKA_BOOTSTRAP=127.0.0.1:39092 .venv/bin/python -m pytest tests/test_audit_kafka.py
+    KAFKA_BOOTSTRAP=127.0.0.1:19092 .venv/bin/python -m pytest tests/test_audit_kafka.py
 """
 
 from __future__ import annotations

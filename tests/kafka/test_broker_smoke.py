@@ -2,8 +2,8 @@
 
 Run with::
 
-    bash scripts/kafka.sh start            # prints KAFKA_BOOTSTRAP=127.0.0.1:39092
-    KAFKA_BOOTSTRAP=127.0.0.1:39092 .venv/bin/python -m pytest tests/kafka -m kafka
+    bash scripts/kafka.sh start            # prints KAFKA_BOOTSTRAP=127.0.0.1:19092
+    KAFKA_BOOTSTRAP=127.0.0.1:19092 .venv/bin/python -m pytest tests/kafka -m kafka
     bash scripts/kafka.sh stop
 
 They prove that aiokafka's transactional producer and read_committed consumer work against the

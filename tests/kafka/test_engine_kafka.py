@@ -9,7 +9,7 @@ journal, read back ``read_committed`` with dense sequence numbers checked, must 
 Needs ``KAFKA_BOOTSTRAP`` (every test is skipped without it)::
 
     bash scripts/kafka.sh start
-    KAFKA_BOOTSTRAP=127.0.0.1:39092 .venv/bin/python -m pytest tests/kafka -m kafka
+    KAFKA_BOOTSTRAP=127.0.0.1:19092 .venv/bin/python -m pytest tests/kafka -m kafka
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ class Topics(BaseModel):
 
 
 class EngineConfig(BaseModel):
-    bootstrap: str = "127.0.0.1:39092"
+    bootstrap: str = "127.0.0.1:19092"
     topics: Topics = Field(default_factory=Topics)
     #: The input partition this engine owns (one engine instance per shard).
     shard: int = Field(default=0, ge=0)
