@@ -59,7 +59,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.structs import ConsumerRecord
@@ -137,27 +137,7 @@ class KafkaProjection(CrashOnlyLoop):
         if not self._topic_checked:
             await ensure_snapshot_topic(cfg.bootstrap, cfg.snapshots, cfg.topics.events)
             self._topic_checked = True
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.bootstrap,
-            transactional_id=cfg.transactional_id,
-            enable_idempotence=True,
-            linger_ms=cfg.linger_ms,
-            max_batch_size=1 << 20,
-            max_request_size=64 << 20,
-            request_timeout_ms=30_000,
-        )
-        await self.producer.start()  # fences any older instance, aborts its open transaction
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap,
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 << 20,
-        )
-        await self.consumer.start()
-        self.consumer.assign([self.tp])
-        committed = await self.consumer.committed(self.tp) or 0
+        committed = await self._open_clients(cfg.bootstrap, cfg.transactional_id, cfg.group_id, self.tp, cfg.linger_ms)
         restored = None if self._rebuild_pending else await self._latest_snapshot()
         self.projector, start = Projector(State()), 0
         if restored is not None and restored.next_offset <= committed:
@@ -175,6 +155,7 @@ class KafkaProjection(CrashOnlyLoop):
             self._rebuild_pending = False
         else:
             self.projector.prime()
+        assert self.consumer is not None
         self.consumer.seek(self.tp, committed)
         self.stats.last_seq = state.last_seq
         self.stats.ready = True

@@ -112,11 +112,12 @@ running_pid() {
 }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-# A port is busy when anything holds it locally: a listener, or a client socket that
+# A port is busy when a live socket holds it locally: a listener, or a client socket that
 # connected to itself while retrying (Linux "self-connect"), which blocks the broker's bind.
+# TIME-WAIT leftovers of the previous broker's connections do not block a listener's bind.
 port_busy() {
   if command -v ss >/dev/null 2>&1; then
-    [ -n "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ]
+    [ -n "$(ss -Htan "( sport = :$1 )" 2>/dev/null | grep -v '^TIME-WAIT')" ]
   else
     port_open "$1"
   fi

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
 
 from engine.core.context import InvariantBroken
@@ -53,6 +53,36 @@ class CrashOnlyLoop:
     def stop(self) -> None:
         """Ask the loop to stop after the current transaction (SIGTERM)."""
         self._stopping.set()
+
+    async def _open_clients(
+        self, bootstrap: str, transactional_id: str, group_id: str, tp: TopicPartition, linger_ms: int
+    ) -> int:
+        """Start the transactional producer, then the consumer of ``tp``; return the committed
+        offset. The order matters: ``producer.start()`` fences any older instance and waits for
+        its open transaction to be aborted or completed, so the offset read after it is final (read
+        before, it could be stale and inputs would be processed twice)."""
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            transactional_id=transactional_id,
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            max_batch_size=1 << 20,
+            max_request_size=64 << 20,
+            request_timeout_ms=30_000,
+        )
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 << 20,
+        )
+        await self.consumer.start()
+        self.consumer.assign([tp])
+        committed = await self.consumer.committed(tp)
+        return int(committed or 0)
 
     async def _recover(self) -> None:
         raise NotImplementedError

@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.core import snapshot
 from engine.core.state import State
@@ -94,27 +94,7 @@ class KafkaEngine(CrashOnlyLoop):
 
     async def _recover(self) -> None:
         cfg = self.config
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.bootstrap,
-            transactional_id=cfg.transactional_id,
-            enable_idempotence=True,
-            linger_ms=cfg.linger_ms,
-            max_batch_size=1 << 20,
-            max_request_size=64 << 20,
-            request_timeout_ms=30_000,
-        )
-        await self.producer.start()  # fences any older instance, aborts its open transaction
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=cfg.bootstrap,
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 << 20,
-        )
-        await self.consumer.start()
-        self.consumer.assign([self.tp])
-        committed = await self.consumer.committed(self.tp) or 0
+        committed = await self._open_clients(cfg.bootstrap, cfg.transactional_id, cfg.group_id, self.tp, cfg.linger_ms)
         restored = await self._latest_snapshot()
         if restored is not None and restored.next_offset <= committed:
             self.engine = Engine(snapshot.restore(restored.state))
@@ -124,6 +104,7 @@ class KafkaEngine(CrashOnlyLoop):
             start = 0
         replayed = await self._replay(start, committed)
         self._next_snapshot = (self.engine.state.last_seq // cfg.snapshot_every + 1) * cfg.snapshot_every
+        assert self.consumer is not None
         self.consumer.seek(self.tp, committed)
         self.stats.last_seq = self.engine.state.last_seq
         self.stats.ready = True
