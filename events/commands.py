@@ -82,8 +82,14 @@ class ListInstrument(_Command, frozen=True, tag="list_instrument"):
 
 
 class SetInterestRate(_Command, frozen=True, tag="set_interest_rate"):
+    """Borrowing rate of an asset. ``accrual`` and ``compounding`` extend the contract (optional,
+    OKX defaults; docs/decisions.md): ``at_borrow_and_hourly`` also charges one hour when a loan is
+    taken (Binance), ``capitalise`` makes accrued interest bear interest."""
+
     ccy: Name
     dailyRate: DecStr
+    accrual: Literal["hourly", "at_borrow_and_hourly"] = "hourly"
+    compounding: Literal["simple", "capitalise"] = "simple"
 
 
 class Deposit(_Command, frozen=True, tag="deposit"):

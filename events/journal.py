@@ -39,9 +39,13 @@ class InstrumentListed(_Event, frozen=True, tag="instrument_listed"):
     spec: ListInstrument
 
 
-class InterestRateSet(_Event, frozen=True, tag="interest_rate_set"):
+class InterestRateSet(_Event, frozen=True, tag="interest_rate_set", omit_defaults=True):
+    """``accrual``/``compounding`` are written only when not the OKX defaults."""
+
     ccy: str
     dailyRate: Decimal
+    accrual: str = "hourly"
+    compounding: str = "simple"
 
 
 class LeverageSet(_Event, frozen=True, tag="leverage_set"):

@@ -513,3 +513,49 @@ def test_counterparty_of_a_liquidation_is_watched_afterwards() -> None:
     started = only(events_of(h.mark("85000"), ev.LiquidationStarted))
     assert (started.acct, started.mgnRatio) == ("bob", D("-0.37473114"))
     assert not h.state.accounts["bob"].has_debt()
+
+
+# --- E5, E6: the other interest policies (charge at borrow; capitalise) -----------------------
+
+
+def _policy_harness(daily_rate: str, decimals: int, **policy: str) -> Harness:
+    h = Harness(start_ts=_ms(13, 0))
+    h.standard_listing(usdt_decimals=decimals, lot="0.0001")
+    h.ok("set_interest_rate", ccy="USDT", dailyRate=daily_rate, **policy)
+    h.ok("deposit", acct="alice", ccy="USDT", amt="2000")  # backs a 10,000 loan at 10× after interest
+    return h
+
+
+def test_e5_binance_rule_55_minutes_billed_as_two_hours() -> None:
+    """Borrow 1,000 USDT at 13:20, repay 14:15, 0.02 %/day: charged at 13:20 and at 14:00."""
+    h = _policy_harness("0.0002", 16, accrual="at_borrow_and_hourly")
+    at_borrow = only(
+        events_of(h.send("borrow", at=_ms(13, 20), acct="alice", ccy="USDT", amt="1000"), ev.InterestAccrued)
+    )
+    hourly = only(events_of(h.accrue(at=_ms(14, 0)), ev.InterestAccrued))
+    assert at_borrow.amt == hourly.amt == D("0.0083333333333334")  # 1,000 × 0.0002 / 24, up at 16
+    repaid = only(events_of(h.send("repay", at=_ms(14, 15), acct="alice", ccy="USDT", amt="2000"), ev.Repaid))
+    assert q(repaid.interest, 8) == D("0.01666667")
+
+
+def test_e6_binance_rule_charges_at_borrow_then_every_full_hour() -> None:
+    """0.001 %/h: 1,000 borrowed at 13:55, at 14:30 ⇒ 0.02; 10,000 from 14:55 to 17:10 ⇒ 0.40."""
+    h = _policy_harness("0.00024", 8, accrual="at_borrow_and_hourly")
+    h.send("borrow", at=_ms(13, 55), acct="alice", ccy="USDT", amt="1000")
+    h.accrue(at=_ms(14, 0))
+    assert h.bal("alice", "USDT").interest == D("0.02")
+    h.send("repay", at=_ms(14, 30), acct="alice", ccy="USDT", amt="1000.02")
+    h.send("borrow", at=_ms(14, 55), acct="alice", ccy="USDT", amt="10000")
+    for hour in (15, 16, 17):
+        h.accrue(at=_ms(hour, 0))
+    repaid = only(events_of(h.send("repay", at=_ms(17, 10), acct="alice", ccy="USDT", amt="10000.4"), ev.Repaid))
+    assert (repaid.interest, repaid.principal) == (D("0.40"), D(10000))
+
+
+def test_e6_capitalised_hourly_over_24_hours() -> None:
+    """10,000 USDT for 24 h at 0.001 %/h, interest capitalised hourly ⇒ 2.40027602."""
+    h = _policy_harness("0.00024", 16, compounding="capitalise")
+    h.send("borrow", at=_ms(13, 55), acct="alice", ccy="USDT", amt="10000")
+    charged = [only(events_of(h.accrue(at=_ms(14, 0) + i * HOUR_MS), ev.InterestAccrued)) for i in range(24)]
+    assert charged[1].liab == D(10000) + charged[0].amt  # the second hour is charged on interest too
+    assert q(h.bal("alice", "USDT").interest, 8) == D("2.40027602")

@@ -85,6 +85,8 @@ def _interest_rate_set(state: State, e: ev.InterestRateSet) -> None:
     asset = state.assets[e.ccy]
     asset.daily_rate = e.dailyRate
     asset.hourly_rate = NEAR.divide(e.dailyRate, Decimal(24))
+    asset.accrual = e.accrual
+    asset.compounding = e.compounding
 
 
 def _leverage_set(state: State, e: ev.LeverageSet) -> None:

@@ -1,12 +1,15 @@
 """Funds: deposits, withdrawals, manual borrow and repay, hourly interest.
 
-Interest (spec §4 decision 2, OKX rule): each ``accrue_interest`` command charges one hour on
-the principal (``liab``) held at that instant, ``liab × dailyRate / 24`` rounded **up** at the
-asset's precision, into ``interest`` (simple interest: accrued interest bears none). A loan
-repaid between two accruals pays nothing. Accounts are swept in order of first borrowing,
-currencies in order of first touch. Repayment pays interest first, then principal. At most one
-accrual per clock hour of ``ts`` is applied: a repeated scheduler write (with or without an id) is
-refused as ``interest_already_accrued``, so an hour is never charged twice.
+Interest (spec §4 decision 2) is one mechanism with two per-asset options (``set_interest_rate``):
+each ``accrue_interest`` command charges one hour, ``base × dailyRate / 24`` rounded **up** at the
+asset's precision, into ``interest``, where ``base`` is the principal ``liab`` (``simple``, the
+default) or ``liab + interest`` (``capitalise``: accrued interest bears interest, E6). Under the
+default ``hourly`` accrual (OKX) a loan repaid between two accruals pays nothing; under
+``at_borrow_and_hourly`` (Binance) every loan also pays one hour when taken (E5, E6). Accounts are
+swept in order of first borrowing, currencies in order of first touch. Repayment pays interest
+first, then principal. At most one accrual per clock hour of ``ts`` is applied: a repeated
+scheduler write (with or without an id) is refused as ``interest_already_accrued``, so an hour is
+never charged twice.
 """
 
 from __future__ import annotations
@@ -71,8 +74,18 @@ def borrow(ctx: Ctx, cmd: Borrow) -> None:
     failure = check_initial_margin(state, account, borrow={cmd.ccy: amt})
     if failure is not None:
         raise Rejected(*failure)
-    ctx.emit(ev.Borrowed(acct=cmd.acct, ccy=cmd.ccy, amt=amt, auto=False))
-    ctx.touch(cmd.acct)
+    emit_borrow(ctx, cmd.acct, cmd.ccy, amt, auto=False)
+
+
+def emit_borrow(ctx: Ctx, acct: str, ccy: str, amt: Decimal, auto: bool) -> None:
+    """Record a loan; under the ``at_borrow_and_hourly`` policy it pays one hour at once."""
+    ctx.emit(ev.Borrowed(acct=acct, ccy=ccy, amt=amt, auto=auto))
+    asset = ctx.state.assets[ccy]
+    if asset.accrual == "at_borrow_and_hourly":
+        charge = margin.hourly_interest(amt, asset.daily_rate, asset.decimals)
+        if charge:
+            ctx.emit(ev.InterestAccrued(acct=acct, ccy=ccy, liab=amt, hourlyRate=asset.hourly_rate, amt=charge))
+    ctx.touch(acct)
 
 
 def repay(ctx: Ctx, cmd: Repay) -> None:
@@ -116,7 +129,8 @@ def accrue_interest(ctx: Ctx, cmd: AccrueInterest) -> None:
             if not bal.liab:
                 continue
             asset = state.assets[ccy]
-            amt = margin.hourly_interest(bal.liab, asset.daily_rate, asset.decimals)
+            base = bal.liab + bal.interest if asset.compounding == "capitalise" else bal.liab
+            amt = margin.hourly_interest(base, asset.daily_rate, asset.decimals)
             if amt:
-                ctx.emit(ev.InterestAccrued(acct=acct, ccy=ccy, liab=bal.liab, hourlyRate=asset.hourly_rate, amt=amt))
+                ctx.emit(ev.InterestAccrued(acct=acct, ccy=ccy, liab=base, hourlyRate=asset.hourly_rate, amt=amt))
                 ctx.touch(acct)

@@ -25,6 +25,7 @@ from decimal import Decimal
 
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
+from engine.core.funds import emit_borrow
 from engine.core.money import NEAR, ZERO, is_multiple
 from engine.core.risk import check_initial_margin
 from engine.core.state import Account, Instrument, Order, State
@@ -178,7 +179,7 @@ def _borrow_for_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: 
     bal = ctx.state.accounts[order.acct].balances.get(ccy)
     free = bal.cash - bal.frozen if bal else ZERO
     if free < need:
-        ctx.emit(ev.Borrowed(acct=order.acct, ccy=ccy, amt=need - free, auto=True))
+        emit_borrow(ctx, order.acct, ccy, need - free, auto=True)
 
 
 def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -> None:

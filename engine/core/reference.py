@@ -103,7 +103,7 @@ def set_interest_rate(ctx: Ctx, cmd: SetInterestRate) -> None:
     rate = Decimal(cmd.dailyRate)
     if rate >= 1:
         raise Rejected("invalid_dailyRate", f"dailyRate {cmd.dailyRate} must be below 1 (100 % a day)")
-    ctx.emit(ev.InterestRateSet(ccy=cmd.ccy, dailyRate=rate))
+    ctx.emit(ev.InterestRateSet(ccy=cmd.ccy, dailyRate=rate, accrual=cmd.accrual, compounding=cmd.compounding))
 
 
 def set_leverage(ctx: Ctx, cmd: SetLeverage) -> None:

@@ -19,7 +19,7 @@ from engine.core.evolve import instrument_from_spec
 from engine.core.state import Account, Asset, Balance, Order, PositionLedger, State
 from events.commands import ListInstrument
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 class _Asset(msgspec.Struct, array_like=True):
@@ -27,6 +27,8 @@ class _Asset(msgspec.Struct, array_like=True):
     decimals: int
     daily_rate: Decimal
     hourly_rate: Decimal
+    accrual: str
+    compounding: str
 
 
 class _Order(msgspec.Struct, array_like=True):
@@ -155,7 +157,10 @@ def capture(state: State) -> Snapshot:
         next_order_id=state.next_order_id,
         next_trade_id=state.next_trade_id,
         valuation_ccy=state.valuation_ccy,
-        assets=[_Asset(a.ccy, a.decimals, a.daily_rate, a.hourly_rate) for a in state.assets.values()],
+        assets=[
+            _Asset(a.ccy, a.decimals, a.daily_rate, a.hourly_rate, a.accrual, a.compounding)
+            for a in state.assets.values()
+        ],
         instruments=specs,
         price_inst=list(state.price_inst.items()),
         margin_inst=list(state.margin_inst.items()),
@@ -195,6 +200,7 @@ def restore(data: bytes) -> State:
     for a in snap.assets:
         asset = state.assets[a.ccy] = Asset(a.ccy, a.decimals)
         asset.daily_rate, asset.hourly_rate = a.daily_rate, a.hourly_rate
+        asset.accrual, asset.compounding = a.accrual, a.compounding
     for spec in snap.instruments:
         inst = instrument_from_spec(spec)
         inst.spec = spec

@@ -19,11 +19,15 @@ from engine.core.watch import RiskWatch
 
 
 class Asset:
-    __slots__ = ("ccy", "daily_rate", "decimals", "hourly_rate")
+    __slots__ = ("accrual", "ccy", "compounding", "daily_rate", "decimals", "hourly_rate")
 
     def __init__(self, ccy: str, decimals: int) -> None:
         self.ccy = ccy
         self.decimals = decimals
+        #: Interest policy (§1.7, decision 2): ``hourly`` (OKX) or ``at_borrow_and_hourly``
+        #: (Binance); ``simple`` or ``capitalise`` (accrued interest bears interest).
+        self.accrual = "hourly"
+        self.compounding = "simple"
         self.daily_rate = ZERO
         #: ``daily_rate / 24``, exact to 50 significant digits (a daily rate has few digits,
         #: so the quotient is either exact or repeats; interest rounds the product up).
