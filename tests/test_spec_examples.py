@@ -559,3 +559,18 @@ def test_e6_capitalised_hourly_over_24_hours() -> None:
     charged = [only(events_of(h.accrue(at=_ms(14, 0) + i * HOUR_MS), ev.InterestAccrued)) for i in range(24)]
     assert charged[1].liab == D(10000) + charged[0].amt  # the second hour is charged on interest too
     assert q(h.bal("alice", "USDT").interest, 8) == D("2.40027602")
+
+
+def test_partial_liquidation_cancels_only_risk_increasing_orders() -> None:
+    """§4.5: before liquidating, the risk-increasing (cross, borrowing) orders are canceled; a
+    cash order, fully funded, survives a partial liquidation."""
+    h = Harness()
+    h.standard_listing()
+    _liquidation_setup(h, deposit="200000", lever="8", size="17")
+    h.order("alice", "sell", "1", "120000", cl_ord_id="cash-ask")  # cash: freezes 1 BTC
+    h.order("alice", "buy", "0.1", "80000", td_mode="cross", cl_ord_id="cross-bid")
+    out = h.mark("93000")
+    assert events_of(out, ev.LiquidationStarted)
+    assert [(c.clOrdId, c.reason) for c in events_of(out, ev.OrderCanceled)] == [("cross-bid", "liquidation")]
+    assert ("BTC-USDT", "cash-ask") in h.state.accounts["alice"].orders
+    assert h.bal("alice", "USDT").liab + h.bal("alice", "USDT").interest == D(1_000_000)

@@ -5,8 +5,8 @@ holding or owing the instrument's base currency) is evaluated on mark prices:
 
 * ``MR ≤ 3`` and no margin call standing → ``margin_call_raised``; back above 3 (or no debt)
   → ``margin_call_cleared`` (so a later fall raises a new call, spec §4.5);
-* ``MR ≤ 1`` → ``liquidation_started``; every open order of the account is canceled (reason
-  ``liquidation``); then, spec §4.5:
+* ``MR ≤ 1`` → ``liquidation_started``; the account's risk-increasing orders — its cross orders,
+  which borrow when they fill — are canceled (reason ``liquidation``); then, spec §4.5:
 
   **Partial (tier ≥ 2).** While some debt sits in tier ``t ≥ 2`` of its margin instrument's table
   (the largest such debt by value first), it is reduced to the limit of tier ``t − 1``: first from
@@ -16,7 +16,8 @@ holding or owing the instrument's base currency) is evaluated on mark prices:
   ratio is re-evaluated: above 100 % the liquidation ends there (``liquidation_finished``) and the
   account keeps the rest. A step that reduces nothing, or no debt above tier 1, leads to:
 
-  **Full**, in this order:
+  **Full**: the remaining (cash) orders are canceled too — their frozen funds are needed — then,
+  in this order:
 
   2. debts in non-valuation currencies (shorts) are bought back with market IOC orders sized so
      that, net of the taker fee, they cover the debt (borrowing the valuation currency
@@ -158,11 +159,12 @@ def liquidate(ctx: Ctx, account: Account, ratio: Decimal) -> None:
     valuation = state.valuation_ccy
     acct = account.acct
     ctx.emit(ev.LiquidationStarted(acct=acct, mgnRatio=_shown(ratio)))
-    cancel_all(ctx, account, "liquidation")
+    cancel_all(ctx, account, "liquidation", td_mode="cross")  # the risk-increasing ones: they borrow
     if _partial(ctx, account):
         ctx.emit(ev.LiquidationFinished(acct=acct))
         ctx.touch(acct)
         return
+    cancel_all(ctx, account, "liquidation")  # a full liquidation needs the funds cash orders froze
     others = [ccy for ccy in account.balances if ccy != valuation and ccy in state.price_inst]
     for ccy in others:
         bal = account.balances[ccy]

@@ -250,10 +250,11 @@ def _cancel(ctx: Ctx, order: Order, reason: str) -> None:
     )
 
 
-def cancel_all(ctx: Ctx, account: Account, reason: str) -> None:
-    """Cancel every open order of an account, oldest first."""
+def cancel_all(ctx: Ctx, account: Account, reason: str, td_mode: str | None = None) -> None:
+    """Cancel every open order of an account (only those of ``td_mode`` if given), oldest first."""
     for order in sorted(account.orders.values(), key=lambda o: o.order_id):
-        _cancel(ctx, order, reason)
+        if td_mode is None or order.td_mode == td_mode:
+            _cancel(ctx, order, reason)
 
 
 def cancel_order(ctx: Ctx, cmd: CancelOrder) -> None:
