@@ -7,11 +7,10 @@ import asyncio
 import json
 import sys
 
-from cli.services import add_kafka_args, bootstrap_from, setup_logging, topics_from
+from cli.services import add_kafka_args, bootstrap_from, run_service, setup_logging, topics_from
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from engine.io.kafka.crash_only import Halted
     from projections.metrics import serve_projection_metrics
     from projections.service import KafkaProjection, ProjectionConfig
 
@@ -28,25 +27,10 @@ def cmd_project(args: argparse.Namespace) -> int:
         stop_when_caught_up=args.stop_when_caught_up,
     )
 
-    async def main() -> int:
-        projection = KafkaProjection(config)
-        server = await serve_projection_metrics(projection.stats, config.metrics_port) if config.metrics_port else None
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, projection.stop)
-        try:
-            await projection.run()
-        except Halted as halted:
-            print(f"marginbook: projection stopped: {halted}", file=sys.stderr)
-            return halted.exit_code
-        finally:
-            if server is not None:
-                server.close()
-        return 0
-
-    return asyncio.run(main())
+    projection = KafkaProjection(config)
+    return run_service(
+        projection, lambda: serve_projection_metrics(projection.stats, config.metrics_port), config.metrics_port
+    )
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -7,11 +7,11 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from engine.io.kafka.config import EngineConfig, Topics
-from engine.io.kafka.crash_only import Halted
-from engine.io.kafka.loop import KafkaEngine, install_signal_handlers
+from engine.io.kafka.crash_only import CrashOnlyLoop, Halted, install_signal_handlers
+from engine.io.kafka.loop import KafkaEngine
 from engine.io.kafka.topics import create_topics
 from engine.io.metrics import serve_metrics
 
@@ -83,14 +83,21 @@ def cmd_engine(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
     )
 
+    engine = KafkaEngine(config)
+    return run_service(engine, lambda: serve_metrics(engine.stats, config.metrics_port), config.metrics_port)
+
+
+def run_service(service: CrashOnlyLoop, serve: Callable[[], Awaitable[asyncio.Server]], metrics_port: int) -> int:
+    """Run a Kafka service until SIGTERM/SIGINT, with its metrics endpoint if a port is given;
+    return the exit code (0, or :class:`Halted`'s: 3 broken invariant, 4 fenced)."""
+
     async def main() -> int:
-        engine = KafkaEngine(config)
-        server = await serve_metrics(engine.stats, config.metrics_port) if config.metrics_port else None
-        install_signal_handlers(engine, asyncio.get_running_loop(), lambda: None)
+        server = await serve() if metrics_port else None
+        install_signal_handlers(service, asyncio.get_running_loop())
         try:
-            await engine.run()
+            await service.run()
         except Halted as halted:
-            print(f"marginbook: engine stopped: {halted}", file=sys.stderr)
+            print(f"marginbook: {service.name} stopped: {halted}", file=sys.stderr)
             return halted.exit_code
         finally:
             if server is not None:

@@ -125,3 +125,11 @@ class CrashOnlyLoop:
                 except (Exception, asyncio.CancelledError):  # already failing; the cause was logged
                     log.warning("error while closing a Kafka client", exc_info=True)
         self.consumer = self.producer = None
+
+
+def install_signal_handlers(service: CrashOnlyLoop, loop: asyncio.AbstractEventLoop) -> None:
+    """SIGTERM and SIGINT stop the service after its current transaction."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)

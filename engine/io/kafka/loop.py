@@ -38,10 +38,8 @@ SIGTERM stops the loop after the current transaction.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -247,14 +245,3 @@ class KafkaEngine(CrashOnlyLoop):
             partition=self.config.shard,
         )
         self._next_snapshot = (state.last_seq // self.config.snapshot_every + 1) * self.config.snapshot_every
-
-
-def install_signal_handlers(engine: KafkaEngine, loop: asyncio.AbstractEventLoop, extra: Callable[[], None]) -> None:
-    import signal
-
-    def _stop() -> None:
-        engine.stop()
-        extra()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _stop)
