@@ -221,6 +221,7 @@ class _Model:
                     "makerFee": self.maker_fee,
                     "takerFee": self.taker_fee,
                     "maxLever": inst.max_lever,
+                    "liqFee": self.draw(st.sampled_from(["0", "0.005", "0.02"])),
                     "tiers": [
                         {"tier": n, "maxBorrowBase": b, "maxBorrowQuote": q, "mmr": m, "imr": i, "maxLever": lv}
                         for n, (b, q, m, i, lv) in enumerate(inst.tiers, start=1)
@@ -229,7 +230,11 @@ class _Model:
             )
         for c in ccys:
             rate = self.draw(st.sampled_from(["0", "0.0001", "0.0005", "0.002", "0.01"]))
-            self.emit({"type": "set_interest_rate", "ccy": c, "dailyRate": rate})
+            policy = {
+                "accrual": self.draw(st.sampled_from(["hourly", "hourly", "at_borrow_and_hourly"])),
+                "compounding": self.draw(st.sampled_from(["simple", "simple", "capitalise"])),
+            }
+            self.emit({"type": "set_interest_rate", "ccy": c, "dailyRate": rate, **policy})
         for inst in self.insts:
             pct = self.draw(st.integers(80, 120))
             mark = (inst.mark * pct / 100 / inst.tick).to_integral_value() * inst.tick
@@ -399,6 +404,25 @@ class _Model:
             base.update({"ccy": self.ccy(), "amt": "1.000000001"})
         self.emit(base)
 
+    def op_reduce(self) -> None:
+        """A reduce-only cross order (the engine refuses it unless it shrinks a position)."""
+        acct, inst = self.acct(), self.inst()
+        side = self.draw(st.sampled_from(["buy", "sell"]))
+        obj: Json = {
+            "type": "place_order",
+            "acct": acct,
+            "instId": inst.inst_id,
+            "clOrdId": self.new_cl_ord_id(acct, inst),
+            "side": side,
+            "ordType": self.draw(st.sampled_from(["market", "ioc", "limit"])),
+            "sz": dec_str(self.small_sz(inst)),
+            "tdMode": "cross",
+            "reduceOnly": True,
+        }
+        if obj["ordType"] != "market":
+            obj["px"] = dec_str(self.px_near(inst))
+        self.emit(obj)
+
     def op(self) -> None:
         kind = self.draw(_OPS)
         if kind == "order":
@@ -427,6 +451,11 @@ class _Model:
             self.op_leverage()
         elif kind == "duplicate":
             self.op_duplicate()
+        elif kind == "close":
+            inst = self.inst()
+            self.emit({"type": "close_position", "acct": self.acct(), "instId": inst.inst_id, "mgnMode": "cross"})
+        elif kind == "reduce":
+            self.op_reduce()
         else:
             self.op_invalid()
 
@@ -449,6 +478,8 @@ _WEIGHTS = {
     "leverage": 2,
     "duplicate": 3,
     "invalid": 4,
+    "close": 3,
+    "reduce": 3,
 }
 _OPS = st.sampled_from([k for k, w in _WEIGHTS.items() for _ in range(w)])
 
