@@ -533,7 +533,7 @@ def command_lines(max_ops: int = 12) -> st.SearchStrategy[bytes]:
 #: Field names whose values are identifiers or enumerations, not decimal strings.
 _NON_DECIMAL = frozenset(
     {"type", "id", "acct", "ccy", "instId", "clOrdId", "side", "ordType", "tdMode", "instType"}
-    | {"baseCcy", "quoteCcy", "settleCcy", "mgnMode", "posSide", "posMode", "action"}
+    | {"baseCcy", "quoteCcy", "settleCcy", "mgnMode", "posSide", "posMode", "action", "accrual", "compounding"}
 )
 #: Decimal fields whose pattern allows a minus sign.
 _SIGNED = frozenset({"makerFee", "fundingRate"})

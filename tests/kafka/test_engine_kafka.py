@@ -477,8 +477,9 @@ def test_two_engines_on_one_shard_still_commit_exactly_once(
     kafka_bootstrap: str, prefix: str, engines: StartEngine, tmp_path: Path
 ) -> None:
     """A zombie: a second engine started on the same shard while the first still runs. The static
-    transactional id fences the older one, which steps aside (exit 4) instead of fighting back;
-    the committed journal has no gap, no repeat and equals the embedded run."""
+    transactional id fences one of them, which steps aside (exit 4) instead of fighting back —
+    usually the older; the newer one can lose if the older was mid-restart and re-fenced it. One
+    engine survives and the committed journal has no gap, no repeat and equals the embedded run."""
     total = 12_000
     flow = tmp_path / "flow.jsonl"
     write_flow(flow, total, seed=4)
@@ -489,8 +490,13 @@ def test_two_engines_on_one_shard_still_commit_exactly_once(
     first = engines(prefix, *flags)
     first.wait_seq(total // 6, timeout=60)
     second = engines(prefix, *flags)
-    lines = wait_journal(kafka_bootstrap, prefix, total, timeout=60, engine=second)
+    lines = wait_journal(kafka_bootstrap, prefix, total, timeout=60)
     assert_same_journal(lines, reference.events)
-    assert first.proc.wait(timeout=30) == 4, "the fenced engine must step aside"
-    assert second.alive()
-    assert second.terminate(timeout=10) == 0
+    deadline = time.monotonic() + 30
+    while first.alive() and second.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [e for e in (first, second) if e.alive()]
+    stepped_aside = [e for e in (first, second) if not e.alive()]
+    assert len(survivors) == 1 and len(stepped_aside) == 1, "exactly one engine must step aside"
+    assert stepped_aside[0].proc.returncode == 4
+    assert survivors[0].terminate(timeout=10) == 0

@@ -15,11 +15,14 @@ import logging
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced, TransactionCoordinatorFenced
 
 from engine.core.context import InvariantBroken
 
 log = logging.getLogger("marginbook.service")
+
+#: Errors by which the broker says a newer instance holds this transactional id.
+FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
 
 
 class Halted(RuntimeError):
@@ -104,7 +107,7 @@ class CrashOnlyLoop:
                 self.stats.halted, self.stats.ready = True, False
                 log.critical("%s halted, nothing committed for the failing batch: %s", self.name, err)
                 raise Halted(str(err), 3) from err
-            except ProducerFenced as err:
+            except FENCED as err:
                 self.stats.ready = False
                 log.warning("another %s instance took over shard %d; stepping aside", self.name, self.shard)
                 raise Halted("fenced by a newer instance", 4) from err
