@@ -335,6 +335,7 @@ def cmd_conservation(args: argparse.Namespace) -> int:
                     "fees": fmt(line.fees),
                     "insurance": fmt(line.insurance),
                     "interest_income": fmt(line.interest_income),
+                    "written_off": fmt(line.written_off),
                     "held": fmt(line.held),
                     "difference": fmt(line.difference),
                     "first_seq": line.first_seq,
@@ -351,10 +352,11 @@ def cmd_conservation(args: argparse.Namespace) -> int:
         title = f"conservation of {report.source}, seq {report.start_seq}..{report.last_seq}"
         table = Table(
             title=title,
-            caption="net balances = Σ accounts (cash − liab − interest); difference = net balances + fees + insurance"
-            " + interest income − (deposits − withdrawals)",
+            caption="net balances = Σ accounts (cash and positions − liab − interest); difference = net balances"
+            " + fees + insurance + interest income − written off − (deposits − withdrawals)",
         )
         columns = ["ccy", "deposits", "withdrawals", "net balances", "fees", "insurance", "interest income"]
+        columns += ["written off"]
         columns += ["difference", "first at seq"]
         opening = any(line.opening for line in report.lines.values())
         if opening:
@@ -370,6 +372,7 @@ def cmd_conservation(args: argparse.Namespace) -> int:
                 fmt(line.fees),
                 fmt(line.insurance),
                 fmt(line.interest_income),
+                fmt(line.written_off),
                 fmt(line.difference),
                 "" if line.first_seq is None else str(line.first_seq),
             ]

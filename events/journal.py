@@ -105,21 +105,136 @@ class InterestHourClosed(_Event, frozen=True, tag="interest_hour_closed"):
     hour: int
 
 
-class InterestAccrued(_Event, frozen=True, tag="interest_accrued"):
-    """One hour of interest on ``liab`` at ``hourlyRate``, rounded up at the asset's precision."""
+class InterestAccrued(_Event, frozen=True, tag="interest_accrued", omit_defaults=True):
+    """One hour of interest on ``liab`` at ``hourlyRate``, rounded up at the asset's precision;
+    with ``instId`` it is charged to that isolated position's ``interest`` (decision 10)."""
 
     acct: str
     ccy: str
     liab: Decimal
     hourlyRate: Decimal
     amt: Decimal
+    instId: str = ""
+
+
+# --- positions (isolated spot margin, perpetuals) --------------------------------------------
+
+
+class PositionOpened(_Event, frozen=True, tag="position_opened"):
+    """A fill opens a new isolated spot position (``posSide`` ``net``) or a perpetual position;
+    ``mgnMode`` and ``mgnCcy`` are fixed from now until it closes. ``long``: long (spot: holds
+    base, owes quote) or short."""
+
+    acct: str
+    instId: str
+    posSide: str
+    mgnMode: str
+    mgnCcy: str
+    long: bool
+
+
+class PositionBorrowed(_Event, frozen=True, tag="position_borrowed"):
+    """An isolated spot position borrowed ``amt`` of ``ccy`` at a fill of its opening order
+    (long: the quote cost; short: the base sold); held by the position until traded."""
+
+    acct: str
+    instId: str
+    ccy: str
+    amt: Decimal
+
+
+class PositionMarginChanged(_Event, frozen=True, tag="position_margin_changed", omit_defaults=True):
+    """Isolated margin of a position moved by ``amt`` (> 0) of ``ccy``.
+
+    ``reason``: ``open`` — from the opening order ``orderId``'s frozen funds into the margin
+    (also counted as initial margin); ``add`` — from the account's free cash; ``reduce`` — back
+    to the account's cash; ``use`` — into the position's own holdings, to pay for closing or
+    repaying (close, liquidation, funding).
+    """
+
+    acct: str
+    instId: str
+    posSide: str
+    ccy: str
+    amt: Decimal
+    reason: str
+    orderId: int | None = None
+
+
+class PositionRepaid(_Event, frozen=True, tag="position_repaid"):
+    """An isolated spot position repaid its debt from its own holdings: interest first."""
+
+    acct: str
+    instId: str
+    ccy: str
+    interest: Decimal
+    principal: Decimal
+    reason: str
+
+
+class PositionReleased(_Event, frozen=True, tag="position_released"):
+    """An isolated position with no debt (spot) or no size (SWAP) closed: its holdings and
+    margin (``base``/``quote`` amounts, in the pair's currencies; SWAP: ``quote`` = margin in
+    the settlement currency) return to the account's cash."""
+
+    acct: str
+    instId: str
+    posSide: str
+    base: Decimal
+    quote: Decimal
+
+
+class PositionModeSet(_Event, frozen=True, tag="position_mode_set"):
+    acct: str
+    posMode: str
+
+
+class PnlRealised(_Event, frozen=True, tag="pnl_realised"):
+    """A SWAP fill reduced a position: ``amt`` (signed, settlement currency, rounded toward
+    −∞) = closed contracts × ctVal × (fill − entry) for a long (mirror for a short). Cross: to
+    the account's cash; isolated: to the position's margin, then ``released`` of the margin
+    (pro rata to the size closed) returns to the account's cash."""
+
+    acct: str
+    instId: str
+    posSide: str
+    ccy: str
+    amt: Decimal
+    released: Decimal
+
+
+class FundingSettled(_Event, frozen=True, tag="funding_settled"):
+    """Funding of one position: ``amt`` signed (< 0 paid, > 0 received), = −q·ctVal·P·rate,
+    paid rounded up and received rounded down; cross from/to cash, isolated from/to margin."""
+
+    acct: str
+    instId: str
+    posSide: str
+    ccy: str
+    amt: Decimal
+
+
+class FundingResidual(_Event, frozen=True, tag="funding_residual"):
+    """What payers paid beyond what receivers got (rounding; uncovered payments are covered by
+    ``insurance_fund_covered`` first): goes to the insurance fund of ``ccy``; may be negative."""
+
+    instId: str
+    ccy: str
+    rate: Decimal
+    markPx: Decimal
+    amt: Decimal
 
 
 # --- orders and trades ---------------------------------------------------------------------
 
 
-class OrderAccepted(_Event, frozen=True, tag="order_accepted"):
-    """An order passed validation and margin checks; it now matches (and may then rest)."""
+class OrderAccepted(_Event, frozen=True, tag="order_accepted", omit_defaults=True):
+    """An order passed validation and margin checks; it now matches (and may then rest).
+
+    Isolated and SWAP orders also carry ``posSide``, the margin currency ``mgnCcy`` (isolated),
+    the leverage ``lever`` fixed for the order's margin, and ``reduce`` when the order closes a
+    position instead of opening one (fields at their defaults are not written).
+    """
 
     orderId: int
     acct: str
@@ -130,8 +245,14 @@ class OrderAccepted(_Event, frozen=True, tag="order_accepted"):
     tdMode: str
     px: Decimal | None
     sz: Decimal
-    #: Quote (buy) or base (sell) frozen for a cash-mode limit order; 0 otherwise.
+    #: Frozen for the order: cash mode — quote (buy) or base (sell) of a limit order;
+    #: isolated opening orders — initial margin (+ SWAP fee reserve) in ``mgnCcy``; isolated
+    #: SPOT closing orders — the position's assets they may sell or spend; 0 otherwise.
     frozen: Decimal
+    posSide: str = ""
+    mgnCcy: str = ""
+    lever: Decimal | None = None
+    reduce: bool = False
 
 
 class OrderRejected(_Event, frozen=True, tag="order_rejected"):
@@ -196,52 +317,86 @@ class PositionClosed(_Event, frozen=True, tag="position_closed"):
     instId: str
 
 
-class MarginCallRaised(_Event, frozen=True, tag="margin_call_raised"):
-    """The account margin ratio fell to ≤ 300 % (first time, or again after recovering)."""
+class MarginCallRaised(_Event, frozen=True, tag="margin_call_raised", omit_defaults=True):
+    """The margin ratio fell to ≤ 300 % (first time, or again after recovering): of the cross
+    account, or — with ``instId``/``posSide`` — of that isolated position."""
 
     acct: str
     mgnRatio: Decimal
+    instId: str = ""
+    posSide: str = ""
 
 
-class MarginCallCleared(_Event, frozen=True, tag="margin_call_cleared"):
-    """The account margin ratio is back above 300 % (or the account has no debt left)."""
+class MarginCallCleared(_Event, frozen=True, tag="margin_call_cleared", omit_defaults=True):
+    """The margin ratio is back above 300 % (or nothing is at risk any more): of the cross
+    account, or of the isolated position ``instId``/``posSide``."""
 
     acct: str
     mgnRatio: Decimal | None
+    instId: str = ""
+    posSide: str = ""
 
 
-class LiquidationStarted(_Event, frozen=True, tag="liquidation_started"):
+class LiquidationStarted(_Event, frozen=True, tag="liquidation_started", omit_defaults=True):
+    """Liquidation of the cross account, or (``instId``/``posSide``) of an isolated position."""
+
     acct: str
     mgnRatio: Decimal
+    instId: str = ""
+    posSide: str = ""
 
 
-class LiquidationFeeCharged(_Event, frozen=True, tag="liquidation_fee_charged"):
+class LiquidationFeeCharged(_Event, frozen=True, tag="liquidation_fee_charged", omit_defaults=True):
     """The instrument's ``liqFee`` on a liquidation fill, in the currency the liquidated account
-    received (sell: quote on the notional; buy: base on the size), paid to the insurance fund."""
+    received (sell: quote on the notional; buy: base on the size; SWAP: settlement currency on
+    the notional), paid to the insurance fund — from the isolated position ``instId`` when
+    given (its holdings; SWAP: its margin), else from the account's cash."""
 
     acct: str
     ccy: str
     amt: Decimal
+    instId: str = ""
+    posSide: str = ""
 
 
-class InsuranceFundCovered(_Event, frozen=True, tag="insurance_fund_covered"):
-    """The insurance fund of ``ccy`` paid ``amt`` of a liquidated account's remaining debt."""
-
-    acct: str
-    ccy: str
-    amt: Decimal
-
-
-class AssetsTakenOver(_Event, frozen=True, tag="assets_taken_over"):
-    """Holdings the book could not absorb move to the insurance fund with the debt they back."""
+class InsuranceFundCovered(_Event, frozen=True, tag="insurance_fund_covered", omit_defaults=True):
+    """The insurance fund of ``ccy`` paid ``amt`` of a liquidated account's remaining debt (to
+    the account's cash, or to the isolated position ``instId``: spot holdings, SWAP margin).
+    It pays at most its balance; the rest is ``debt_written_off``."""
 
     acct: str
     ccy: str
     amt: Decimal
+    instId: str = ""
+    posSide: str = ""
 
 
-class LiquidationFinished(_Event, frozen=True, tag="liquidation_finished"):
+class DebtWrittenOff(_Event, frozen=True, tag="debt_written_off", omit_defaults=True):
+    """The insurance fund of ``ccy`` was empty (or short): the platform writes ``amt`` off —
+    paid into the account (or isolated position) like a fund cover, and recorded in the
+    platform's written-off total for ``ccy``. The fund itself never goes below zero."""
+
     acct: str
+    ccy: str
+    amt: Decimal
+    instId: str = ""
+    posSide: str = ""
+
+
+class AssetsTakenOver(_Event, frozen=True, tag="assets_taken_over", omit_defaults=True):
+    """Holdings the book could not absorb move to the insurance fund with the debt they back
+    (from the isolated position ``instId`` when given)."""
+
+    acct: str
+    ccy: str
+    amt: Decimal
+    instId: str = ""
+
+
+class LiquidationFinished(_Event, frozen=True, tag="liquidation_finished", omit_defaults=True):
+    acct: str
+    instId: str = ""
+    posSide: str = ""
 
 
 # --- refusals ------------------------------------------------------------------------------
@@ -271,6 +426,15 @@ Event = (
     | Repaid
     | InterestHourClosed
     | InterestAccrued
+    | PositionOpened
+    | PositionBorrowed
+    | PositionMarginChanged
+    | PositionRepaid
+    | PositionReleased
+    | PositionModeSet
+    | PnlRealised
+    | FundingSettled
+    | FundingResidual
     | OrderAccepted
     | OrderRejected
     | Traded
@@ -282,6 +446,7 @@ Event = (
     | LiquidationStarted
     | LiquidationFeeCharged
     | InsuranceFundCovered
+    | DebtWrittenOff
     | AssetsTakenOver
     | LiquidationFinished
     | CommandRejected

@@ -45,7 +45,7 @@ from engine.core.state import Account, State
 from engine.core.step import fold
 from events import journal as ev
 from events.codec import decode_outcome_json, encode_json
-from projections.risk_view import account_view, cross_positions
+from projections.risk_view import account_view, position_views
 from projections.views import PositionView
 
 #: Events that change no risk view.
@@ -105,7 +105,7 @@ def view_records(state: State, account: Account) -> Iterator[tuple[str, bytes]]:
     balance, as ``build_view`` lists accounts) and one per position."""
     if account.balances:
         yield account.acct, encode_json(account_view(state, account))
-    for view in cross_positions(state, account):
+    for view in position_views(state, account):
         yield position_key(view), encode_json(view)
 
 
@@ -220,6 +220,10 @@ class Projector:
                 for ccy in account.balances:
                     seq = max(seq, exposed.get(ccy, 0))
                 for inst_id in account.positions:
+                    seq = max(seq, self._marked.get(inst_id, 0))
+                for inst_id in account.isolated:
+                    seq = max(seq, self._marked.get(inst_id, 0))
+                for inst_id, _ in account.perps:
                     seq = max(seq, self._marked.get(inst_id, 0))
             if seq:
                 result[acct] = seq

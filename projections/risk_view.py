@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.core import margin, risk
+from engine.core import margin, position_risk, risk
 from engine.core.money import NEAR, ZERO, fmt, round_down, round_up
 from engine.core.state import Account, State
 from projections.views import AccountView, BalanceView, PositionView, RiskView
@@ -119,8 +119,111 @@ def cross_positions(state: State, account: Account) -> list[PositionView]:
     return views
 
 
+def isolated_positions(state: State, account: Account) -> list[PositionView]:
+    """Isolated spot positions (§1.1 new mode): ``pos`` excludes the margin; ``upl``, ``imr``
+    (initial margin posted), ``mmr`` (MM + closing fee) in the margin currency; ``mgnRatio``
+    and ``liqPx`` from ``engine.core.position_risk``; ``lever`` the isolated leverage set."""
+    views: list[PositionView] = []
+    for inst_id, pos in account.isolated.items():
+        inst = state.instruments[inst_id]
+        pos_ccy, liab_ccy = (inst.base, inst.quote) if pos.long else (inst.quote, inst.base)
+        held = pos.base if pos.long else pos.quote
+        mark = state.marks.get(inst_id)
+        mgn_places = state.assets[pos.mgn_ccy].decimals
+        figures = position_risk.isolated_spot(inst, pos, mark) if mark is not None else None
+        upl = round_down(figures.upl, mgn_places) if figures is not None else None
+        views.append(
+            PositionView(
+                acct=account.acct,
+                instId=inst_id,
+                mgnMode="isolated",
+                posSide="net",
+                posCcy=pos_ccy,
+                pos=fmt(held),
+                availPos=fmt(held - pos.frozen),
+                avgPx=fmt(round_down(pos.avg_px, 8)),
+                liab=fmt(pos.liab) if pos.liab else "",
+                liabCcy=liab_ccy,
+                interest=fmt(pos.interest),
+                margin=fmt(pos.margin),
+                mgnCcy=pos.mgn_ccy,
+                imr=fmt(pos.base_margin),
+                mmr=fmt(round_up(figures.required, mgn_places)) if figures is not None else "",
+                mgnRatio=_ratio(figures.ratio) if figures is not None else "",
+                liqPx=fmt(margin.display_price(figures.liq_px, pos.long)) if figures is not None else "",
+                upl=fmt(upl),
+                uplRatio=_ratio(NEAR.divide(upl, pos.base_margin)) if upl is not None and pos.base_margin else "",
+                markPx=fmt(mark),
+                lever=fmt(account.iso_leverage.get(inst_id, inst.max_lever)),
+            )
+        )
+    return views
+
+
+def perp_positions(state: State, account: Account) -> list[PositionView]:
+    """Perpetual positions: ``pos`` in contracts (signed in net mode), figures in the settlement
+    currency; a cross position shows the account's ``mgnRatio`` and the instrument mark at which
+    the account reaches 100 %; an isolated one its own (§1.4(g), §1.5)."""
+    views: list[PositionView] = []
+    account_ratio = None
+    for (inst_id, pos_side), pos in account.perps.items():
+        inst = state.instruments[inst_id]
+        mark = state.marks.get(inst_id)
+        places = state.assets[inst.settle].decimals
+        lever = (account.iso_leverage if pos.mgn_mode == "isolated" else account.leverage).get(inst_id, inst.max_lever)
+        figures = position_risk.perpetual(inst, pos, mark) if mark is not None else None
+        entry_im = abs(pos.qty) * inst.ct_val * pos.avg_px
+        if pos.mgn_mode == "isolated":
+            imr = margin.initial_margin(entry_im, lever, places)
+            ratio = figures.ratio if figures is not None else None
+            liq = figures.liq_px if figures is not None else None
+        else:
+            imr = margin.initial_margin(abs(pos.qty) * inst.ct_val * (mark or pos.avg_px), lever, places)
+            if account_ratio is None:
+                account_ratio = risk.account_risk(state, account).ratio
+            ratio = account_ratio
+            liq = risk.cross_liquidation_price(state, account, "@" + inst_id) if mark is not None else None
+        upl = round_down(figures.upl, places) if figures is not None else None
+        views.append(
+            PositionView(
+                acct=account.acct,
+                instId=inst_id,
+                mgnMode=pos.mgn_mode,
+                posSide=pos_side,
+                posCcy="",
+                pos=fmt(pos.qty),
+                availPos=fmt(abs(pos.qty)),
+                avgPx=fmt(round_down(pos.avg_px, 8)),
+                liab="",
+                liabCcy="",
+                interest="",
+                margin=fmt(pos.margin) if pos.mgn_mode == "isolated" else "",
+                mgnCcy=inst.settle,
+                imr=fmt(imr),
+                mmr=fmt(round_up(figures.required, places)) if figures is not None else "",
+                mgnRatio=_ratio(ratio),
+                liqPx=fmt(margin.display_price(liq, pos.qty > 0)),
+                upl=fmt(upl),
+                uplRatio=_ratio(NEAR.divide(upl, imr)) if upl is not None and imr else "",
+                markPx=fmt(mark),
+                lever=fmt(lever),
+            )
+        )
+    return views
+
+
+def position_views(state: State, account: Account) -> list[PositionView]:
+    """Every open position of an account: cross spot, isolated spot, perpetuals, in that order."""
+    views = cross_positions(state, account)
+    if account.isolated:
+        views += isolated_positions(state, account)
+    if account.perps:
+        views += perp_positions(state, account)
+    return views
+
+
 def build_view(state: State) -> RiskView:
     """The whole risk view: every account with a balance, every open margin position."""
     accounts = [account_view(state, account) for account in state.accounts.values() if account.balances]
-    positions = [view for account in state.accounts.values() for view in cross_positions(state, account)]
+    positions = [view for account in state.accounts.values() for view in position_views(state, account)]
     return RiskView(accounts=accounts, positions=positions)

@@ -10,9 +10,12 @@ cash and the flows alike; ``borrowed`` adds the same amount to cash and liab, an
 adds to the account's interest (−) and to the interest income (+); a ``traded`` fill moves the
 notional between buyer and seller and each fee from what its payer receives into the fee pool
 (a negative fee is a rebate paid out of it); ``assets_taken_over`` moves cash into the insurance
-fund and ``insurance_fund_covered`` moves it back out to the account (a fund may go negative: the
-platform's uncovered loss), and a liquidation fee (``liquidation_fee_charged``, where the engine
-has it) moves cash into the fund. Frozen amounts and positions are views of cash and do not count.
+fund and ``insurance_fund_covered`` moves it back out to the account (never below zero), and
+``debt_written_off`` pays the rest from the platform's written-off total (a source of funds: it is
+subtracted on the held side); a liquidation fee (``liquidation_fee_charged``) moves cash into the
+fund. Isolated positions (holdings, margin, debt) and perpetual margins count with their account
+(``engine.core.holdings``); position events name the account and currency they change. Frozen
+amounts are views of cash and do not count twice.
 
 The report folds the recorded journal (``events.log``) with the engine's fold. The account side
 is kept as running sums, updated from the balances each event names before and after it is
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 
 from engine.core.evolve import apply
+from engine.core.holdings import currencies, held
 from engine.core.money import ZERO
 from engine.core.state import State
 from engine.core.step import record
@@ -54,6 +58,8 @@ class CurrencyLine:
     fees: Decimal = ZERO
     insurance: Decimal = ZERO
     interest_income: Decimal = ZERO
+    #: Losses the platform wrote off when an insurance fund was empty (a source of funds).
+    written_off: Decimal = ZERO
     #: Seq where the two sides first differed, and the difference then.
     first_seq: int | None = None
     first_difference: Decimal = ZERO
@@ -69,7 +75,8 @@ class CurrencyLine:
 
     @property
     def held(self) -> Decimal:
-        return _SUM.add(_SUM.add(_SUM.add(self.net_balances, self.fees), self.insurance), self.interest_income)
+        pools = _SUM.add(_SUM.add(self.fees, self.insurance), self.interest_income)
+        return _SUM.subtract(_SUM.add(self.net_balances, pools), self.written_off)
 
     @property
     def difference(self) -> Decimal:
@@ -106,6 +113,9 @@ def _named(state: State, event: ev.Event) -> list[tuple[str, str]]:
     if isinstance(event, ev.Traded):
         inst = state.instruments[event.instId]
         return [(a, c) for a in (event.makerAcct, event.takerAcct) for c in (inst.base, inst.quote)]
+    if isinstance(event, ev.PositionReleased):
+        inst = state.instruments[event.instId]
+        return [(event.acct, inst.base), (event.acct, inst.quote)]
     acct, ccy = getattr(event, "acct", None), getattr(event, "ccy", None)
     if isinstance(acct, str) and isinstance(ccy, str):
         return [(acct, ccy)]
@@ -113,17 +123,18 @@ def _named(state: State, event: ev.Event) -> list[tuple[str, str]]:
 
 
 def _value(state: State, acct: str, ccy: str) -> tuple[Decimal, Decimal, Decimal]:
+    """The account's assets (positions included), liab and interest in ``ccy``."""
     account = state.accounts.get(acct)
-    bal = account.balances.get(ccy) if account is not None else None
-    return (ZERO, ZERO, ZERO) if bal is None else (bal.cash, bal.liab, bal.interest)
+    return (ZERO, ZERO, ZERO) if account is None else held(state, account, ccy)
 
 
 def _recount(state: State) -> dict[str, tuple[Decimal, Decimal, Decimal]]:
     sums: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
     for account in state.accounts.values():
-        for ccy, bal in account.balances.items():
+        for ccy in currencies(state, account):
+            cash, liab, interest = held(state, account, ccy)
             c, li, i = sums.get(ccy, (ZERO, ZERO, ZERO))
-            sums[ccy] = (_SUM.add(c, bal.cash), _SUM.add(li, bal.liab), _SUM.add(i, bal.interest))
+            sums[ccy] = (_SUM.add(c, cash), _SUM.add(li, liab), _SUM.add(i, interest))
     return sums
 
 
@@ -133,6 +144,7 @@ def _pools(report: ConservationReport, state: State, ccys: set[str] | list[str])
         line.fees = state.fees.get(ccy, ZERO)
         line.insurance = state.insurance.get(ccy, ZERO)
         line.interest_income = state.interest_income.get(ccy, ZERO)
+        line.written_off = state.written_off.get(ccy, ZERO)
 
 
 def _check_recount(report: ConservationReport, state: State, seq: int) -> None:
@@ -165,7 +177,7 @@ def conservation(
     for ccy, (cash, liab, interest) in _recount(state).items():
         line = report.line(ccy)
         line.cash, line.liab, line.interest = cash, liab, interest
-    _pools(report, state, set(state.fees) | set(state.insurance) | set(state.interest_income))
+    _pools(report, state, set(state.fees) | set(state.insurance) | set(state.interest_income) | set(state.written_off))
     for line in report.lines.values():
         line.opening = line.held  # flows before a snapshot are unknown: both sides equal there
     for entry in entries:
@@ -174,6 +186,9 @@ def conservation(
             named = _named(state, event)
             if not named:
                 apply(state, event)
+                pool_ccy = getattr(event, "ccy", None)
+                if isinstance(pool_ccy, str):  # a pool-only change (funding residual)
+                    touched.add(pool_ccy)
                 continue
             before = [_value(state, a, c) for a, c in named]
             apply(state, event)

@@ -230,8 +230,10 @@ class Harness:
         ord_type: str = "limit",
         td_mode: str = "cash",
         cl_ord_id: str | None = None,
+        **extra: Any,
     ) -> ev.Outcome:
-        """Place an order (``px`` omitted for market orders); ``clOrdId`` defaults to a fresh one."""
+        """Place an order (``px`` omitted for market orders); ``clOrdId`` defaults to a fresh one;
+        ``extra`` adds optional contract fields (``ccy``, ``posSide``, ``reduceOnly``)."""
         return self.send(
             "place_order",
             acct=acct,
@@ -242,6 +244,7 @@ class Harness:
             sz=sz,
             px=px,
             tdMode=td_mode,
+            **extra,
         )
 
     def mark(self, px: str, inst: str = "BTC-USDT") -> ev.Outcome:

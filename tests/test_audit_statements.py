@@ -120,7 +120,7 @@ ALICE = [
     (
         16,
         "mark_price",
-        "insurance_fund_covered",
+        "debt_written_off",
         "balance",
         "USDT",
         "516.00",
@@ -234,7 +234,9 @@ def test_conservation_holds_with_the_hand_checked_totals(
     usdt, btc = report.lines["USDT"], report.lines["BTC"]
     assert (usdt.deposits, usdt.withdrawals, usdt.net_flows) == (D("11000"), D("10"), D("10990"))
     assert (usdt.cash, usdt.liab, usdt.interest) == (D("11498.50"), 0, 0)
-    assert (usdt.fees, usdt.insurance, usdt.interest_income) == (D("1.50"), D("-516"), D("6"))
+    # the fund was empty: the 516 USDT shortfall is written off (the fund never goes negative)
+    assert (usdt.fees, usdt.insurance, usdt.interest_income) == (D("1.50"), 0, D("6"))
+    assert usdt.written_off == D("516")
     assert usdt.held == D("10990") and usdt.difference == 0 and usdt.first_seq is None
     assert (btc.deposits, btc.cash, btc.fees, btc.insurance, btc.held) == (50, 35, D("0.03"), D("14.97"), 50)
 
@@ -251,8 +253,9 @@ def test_conservation_holds_with_the_hand_checked_totals(
         "interest": "0.00",
         "net_balances": "11498.50",
         "fees": "1.50",
-        "insurance": "-516.00",
+        "insurance": "0",
         "interest_income": "6.00",
+        "written_off": "516.00",
         "held": "10990.00",
         "difference": "0.00",
         "first_seq": None,

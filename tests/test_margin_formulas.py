@@ -25,7 +25,7 @@ def test_e2_isolated_long_base_margin() -> None:
     assert r(margin.isolated_liquidation_price(**args, **K_E2), 2) == D("93730.00")
     assert r(margin.isolated_margin_ratio(**args, price=D(100000), **K_E2), 4) == D("3.2227")
     assert r(margin.isolated_margin_ratio(**args, price=D(95000), **K_E2), 4) == D("1.4502")
-    upl = margin.isolated_long_upl_base(D("1.1"), D("0.1"), D(100000), D(95000))
+    upl = margin.isolated_upl(D(0), D(100000), D(1), D(0), D(95000), in_base=True)
     assert r(upl, 8) == D("-0.05263158")
     assert r(TEST_CONTEXT.divide(upl, D("0.1")), 4) == D("-0.5263")
 

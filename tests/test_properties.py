@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from strategies import Mutation, Scenario, mutations, scenarios
 
-from engine.core import reference, snapshot
+from engine.core import holdings, reference, snapshot
 from engine.core import step as step_module
 from engine.core.context import Ctx
 from engine.core.money import use_engine_context
@@ -121,16 +121,19 @@ def external_flows(flows: dict[str, Decimal], command: cmd.Command, outcome: ev.
 
 
 def check_conservation(state: State, flows: dict[str, Decimal]) -> None:
-    """Σ deposits − Σ withdrawals = Σ accounts (cash − liab − interest) + fees + insurance +
-    interest income, per currency."""
+    """Σ deposits − Σ withdrawals = Σ accounts (assets − liab − interest, positions included) +
+    fees + insurance + interest income − written off, per currency."""
     with localcontext(WIDE):
         held: dict[str, Decimal] = defaultdict(Decimal)
         for account in state.accounts.values():
-            for ccy, bal in account.balances.items():
-                held[ccy] += bal.cash - bal.liab - bal.interest
+            for ccy in holdings.currencies(state, account):
+                assets, liab, interest = holdings.held(state, account, ccy)
+                held[ccy] += assets - liab - interest
         for pool in (state.fees, state.insurance, state.interest_income):
             for ccy, amt in pool.items():
                 held[ccy] += amt
+        for ccy, amt in state.written_off.items():
+            held[ccy] -= amt
         for ccy in sorted(set(held) | set(flows)):
             came_in = flows.get(ccy, Decimal(0))
             assert came_in == held[ccy], (

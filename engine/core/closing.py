@@ -15,19 +15,34 @@ VWAP below 95 % of the best bid, the close is refused (``sell_price_guard``) and
 
 When no debt is left in the position's liability currency the position is closed
 (``position_closed``); what remains (base or quote) is plain cash of the account.
+
+**Isolated spot positions** close with their own assets only (spec §1.1): the position's
+pending closing orders are canceled (their assets are needed), then a long sells just enough
+base to repay its debt net of the taker fee — the size found by walking the book; base margin is
+sold too when the assets do not suffice (E3: 6 ETH held, 5,000 USDT owed, ETH at 2,000 → sell
+2.5, keep 3.5) — and a short buys back its base debt grossed up by the fee, paying with its
+quote and then its quote margin. The debt is repaid from the proceeds, and when nothing is owed
+the position's holdings and margin return to the account (``position_released``). What cannot
+be repaid stays as the position's debt. Liquidation uses the same two routines with the
+liquidation fee added to the fee rate and no sell guard.
+
+**Perpetuals**: ``close_position`` sends a market order for the whole position (reduce).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_repay
-from engine.core.money import ONE, ZERO, div_up
-from engine.core.orders import lot_ceil, lot_floor, submit_market_order, walk_book
+from engine.core.isolated import cancel_position_orders, repay_from_holdings, settle_if_repaid, use_margin
+from engine.core.money import DOWN, NEAR, ONE, ZERO, div_up
+from engine.core.orders import lot_ceil, lot_floor, sell_guard_refusal, submit_market_order, walk_book
+from engine.core.position_risk import iso_debt
 from engine.core.risk import close_buffer, price_of
-from engine.core.state import Account, Instrument
+from engine.core.state import Account, Instrument, IsoPosition
 from events import journal as ev
 from events.commands import ClosePosition
 
@@ -47,9 +62,17 @@ def close_position(ctx: Ctx, cmd: ClosePosition) -> None:
     inst = state.instruments.get(cmd.instId)
     if inst is None:
         raise Rejected("unknown_instrument", f"instId {cmd.instId} is not listed")
-    if cmd.mgnMode != "cross" or inst.inst_type != "SPOT":
-        raise Rejected("unsupported", "only cross SPOT positions can be closed yet")
     account = state.accounts.get(cmd.acct)
+    if account is not None and inst.inst_type == "SWAP":
+        from engine.core.swap import close_perp
+
+        close_perp(ctx, account, inst, cmd.mgnMode, cmd.posSide)
+        return
+    if cmd.mgnMode == "isolated":
+        if account is None or inst.inst_id not in account.isolated:
+            raise Rejected("no_position", f"{cmd.acct} has no isolated position on {cmd.instId}")
+        close_isolated(ctx, account, inst, account.isolated[inst.inst_id])
+        return
     ledger = account.positions.get(cmd.instId) if account else None
     if account is None or ledger is None or ledger.qty == 0:
         raise Rejected("no_position", f"{cmd.acct} has no cross position on {cmd.instId}")
@@ -101,3 +124,89 @@ def _repay(ctx: Ctx, account: Account, ccy: str) -> None:
     pay = min(_free(account, ccy), _owed(account, ccy))
     if pay > 0:
         emit_repay(ctx, account.acct, ccy, pay, "close")
+
+
+# --- isolated spot ----------------------------------------------------------------------------
+
+
+def close_isolated(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition) -> None:
+    """``close_position`` of an isolated spot position (module doc)."""
+    size = long_close_size(account, inst, pos, inst.taker_fee) if pos.long else ZERO
+    if size > 0:
+        refusal = sell_guard_refusal(inst, account.acct, size)
+        if refusal is not None:
+            raise refusal
+    cancel_position_orders(ctx, account, inst.inst_id, "close_position", closing_only=True)
+    if pos.long:
+        close_long(ctx, account, inst, pos, size, "close")
+    else:
+        close_short(ctx, account, inst, pos, inst.taker_fee, "close")
+    settle_if_repaid(ctx, account, inst, pos)
+    ctx.touch(account.acct)
+
+
+def long_close_size(account: Account, inst: Instrument, pos: IsoPosition, fee_rate: Decimal) -> Decimal:
+    """Lots of base (assets, then base margin) whose sale at the book repays the debt net of
+    ``fee_rate``; all there is if that is not enough."""
+    need = iso_debt(pos) - pos.quote - (pos.margin if pos.mgn_ccy == inst.quote else ZERO)
+    available = pos.base + (pos.margin if pos.mgn_ccy == inst.base else ZERO)
+    if need <= 0:
+        return ZERO
+    size = lot_ceil(inst, size_for_proceeds(walk_book(inst, False, account.acct, None), need, ONE - fee_rate))
+    return lot_floor(inst, min(size, available))
+
+
+def close_long(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition, size: Decimal, purpose: str) -> None:
+    """Sell ``size`` base (using base margin for what the assets lack), then repay the quote debt
+    from the proceeds and, if still owed, from quote margin."""
+    if size > 0:
+        use_margin(ctx, account, inst, pos, inst.base, size - pos.base)
+        submit_market_order(ctx, account, inst, False, size, purpose, td_mode="isolated", reduce=True)
+    use_margin(ctx, account, inst, pos, inst.quote, iso_debt(pos) - pos.quote)
+    repay_from_holdings(ctx, account, inst, pos, purpose)
+
+
+def close_short(
+    ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition, fee_rate: Decimal, purpose: str
+) -> None:
+    """Buy back the base debt grossed up by ``fee_rate`` with the quote (then quote margin) the
+    position holds; repay; base margin pays what is still owed."""
+    need = iso_debt(pos) - pos.base - (pos.margin if pos.mgn_ccy == inst.base else ZERO)
+    if need > 0:
+        places = ctx.state.assets[inst.base].decimals
+        gross = lot_ceil(inst, div_up(need, ONE - fee_rate, places))
+        spendable = pos.quote + (pos.margin if pos.mgn_ccy == inst.quote else ZERO)
+        affordable = lot_floor(inst, size_for_cost(walk_book(inst, True, account.acct, None), spendable))
+        size = min(gross, affordable)
+        if size > 0:
+            _, cost = margin.book_walk(walk_book(inst, True, account.acct, None), size)
+            use_margin(ctx, account, inst, pos, inst.quote, cost - pos.quote)
+            submit_market_order(ctx, account, inst, True, size, purpose, td_mode="isolated", reduce=True)
+    use_margin(ctx, account, inst, pos, inst.base, iso_debt(pos) - pos.base)
+    repay_from_holdings(ctx, account, inst, pos, purpose)
+
+
+def size_for_proceeds(levels: Iterable[tuple[Decimal, Decimal]], need: Decimal, net_rate: Decimal) -> Decimal:
+    """Smallest size whose book-walk proceeds × ``net_rate`` reach ``need`` (or all there is)."""
+    size = got = ZERO
+    for price, available in levels:
+        per_unit = price * net_rate
+        take = min(available, NEAR.divide(need - got, per_unit))
+        size += take
+        got += take * per_unit
+        if got >= need:
+            break
+    return size
+
+
+def size_for_cost(levels: Iterable[tuple[Decimal, Decimal]], budget: Decimal) -> Decimal:
+    """Largest size the book sells for at most ``budget``, best price first."""
+    size = ZERO
+    left = budget
+    for price, available in levels:
+        take = min(available, DOWN.divide(left, price))
+        size += take
+        left -= take * price
+        if take < available:
+            break
+    return size

@@ -12,9 +12,20 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 
-from engine.core.margin import average_entry
-from engine.core.money import DOWN, NEAR, ZERO, round_down
-from engine.core.state import Account, Asset, Instrument, Order, PositionLedger, State, TierRow
+from engine.core.margin import average_entry, opening_value
+from engine.core.money import DOWN, NEAR, ZERO, round_down, round_up
+from engine.core.state import (
+    Account,
+    Asset,
+    Balance,
+    Instrument,
+    IsoPosition,
+    Order,
+    PerpPosition,
+    PositionLedger,
+    State,
+    TierRow,
+)
 from events import journal as ev
 from events.commands import ListInstrument
 
@@ -90,7 +101,8 @@ def _interest_rate_set(state: State, e: ev.InterestRateSet) -> None:
 
 
 def _leverage_set(state: State, e: ev.LeverageSet) -> None:
-    state.account(e.acct).leverage[e.instId] = e.lever
+    account = state.account(e.acct)
+    (account.iso_leverage if e.mgnMode == "isolated" else account.leverage)[e.instId] = e.lever
 
 
 def _mark_price_set(state: State, e: ev.MarkPriceSet) -> None:
@@ -108,13 +120,24 @@ def _withdrawn(state: State, e: ev.Withdrawn) -> None:
     state.accounts[e.acct].balances[e.ccy].cash -= e.amt
 
 
+def _exposure(state: State, account: Account) -> None:
+    """Keep ``state.debtors`` = the accounts a price can move (``Account.exposed``), ranked in
+    order of becoming exposed."""
+    acct = account.acct
+    if account.exposed():
+        if acct not in state.debtors:
+            state.debtors[acct] = state.next_debtor_rank
+            state.next_debtor_rank += 1
+    else:
+        state.debtors.pop(acct, None)
+
+
 def _borrowed(state: State, e: ev.Borrowed) -> None:
-    bal = state.accounts[e.acct].balance(e.ccy)
+    account = state.accounts[e.acct]
+    bal = account.balance(e.ccy)
     bal.cash += e.amt
     bal.liab += e.amt
-    if e.acct not in state.debtors:
-        state.debtors[e.acct] = state.next_debtor_rank
-        state.next_debtor_rank += 1
+    _exposure(state, account)
 
 
 def _repaid(state: State, e: ev.Repaid) -> None:
@@ -123,8 +146,7 @@ def _repaid(state: State, e: ev.Repaid) -> None:
     bal.cash -= e.interest + e.principal
     bal.interest -= e.interest
     bal.liab -= e.principal
-    if not account.has_debt():
-        state.debtors.pop(e.acct, None)
+    _exposure(state, account)
 
 
 def _interest_hour_closed(state: State, e: ev.InterestHourClosed) -> None:
@@ -132,8 +154,119 @@ def _interest_hour_closed(state: State, e: ev.InterestHourClosed) -> None:
 
 
 def _interest_accrued(state: State, e: ev.InterestAccrued) -> None:
-    state.accounts[e.acct].balances[e.ccy].interest += e.amt
+    account = state.accounts[e.acct]
+    if e.instId:
+        account.isolated[e.instId].interest += e.amt
+    else:
+        account.balances[e.ccy].interest += e.amt
     _add(state.interest_income, e.ccy, e.amt)
+
+
+# --- positions ----------------------------------------------------------------------------
+
+
+def _holding(pos: IsoPosition, inst: Instrument, ccy: str, amt: Decimal) -> None:
+    """Add ``amt`` (signed) of ``ccy`` to an isolated spot position's own holdings."""
+    if ccy == inst.base:
+        pos.base += amt
+    else:
+        pos.quote += amt
+
+
+def _position_opened(state: State, e: ev.PositionOpened) -> None:
+    account = state.accounts[e.acct]
+    if state.instruments[e.instId].inst_type == "SPOT":
+        account.isolated[e.instId] = IsoPosition(e.instId, e.long, e.mgnCcy)
+    else:
+        account.perps[(e.instId, e.posSide)] = PerpPosition(e.instId, e.posSide, e.mgnMode)
+    _exposure(state, account)
+
+
+def _position_borrowed(state: State, e: ev.PositionBorrowed) -> None:
+    pos = state.accounts[e.acct].isolated[e.instId]
+    pos.liab += e.amt
+    _holding(pos, state.instruments[e.instId], e.ccy, e.amt)
+
+
+def _margin_holder(state: State, acct: str, inst_id: str, pos_side: str) -> IsoPosition | PerpPosition:
+    account = state.accounts[acct]
+    if state.instruments[inst_id].inst_type == "SPOT":
+        return account.isolated[inst_id]
+    return account.perps[(inst_id, pos_side)]
+
+
+def _position_margin_changed(state: State, e: ev.PositionMarginChanged) -> None:
+    pos = _margin_holder(state, e.acct, e.instId, e.posSide)
+    bal = state.accounts[e.acct].balance(e.ccy)
+    reason = e.reason
+    if reason == "open":
+        assert e.orderId is not None
+        order = state.orders[e.orderId]
+        order.frozen -= e.amt
+        bal.frozen -= e.amt
+        bal.cash -= e.amt
+        pos.margin += e.amt
+        if isinstance(pos, IsoPosition):
+            pos.base_margin += e.amt
+    elif reason == "add":
+        bal.cash -= e.amt
+        pos.margin += e.amt
+    elif reason == "reduce":
+        pos.margin -= e.amt
+        bal.cash += e.amt
+    else:  # "use": margin becomes the position's own holdings (isolated spot only)
+        assert isinstance(pos, IsoPosition)
+        pos.margin -= e.amt
+        _holding(pos, state.instruments[e.instId], e.ccy, e.amt)
+
+
+def _position_repaid(state: State, e: ev.PositionRepaid) -> None:
+    pos = state.accounts[e.acct].isolated[e.instId]
+    _holding(pos, state.instruments[e.instId], e.ccy, -(e.interest + e.principal))
+    pos.interest -= e.interest
+    pos.liab -= e.principal
+
+
+def _position_released(state: State, e: ev.PositionReleased) -> None:
+    account = state.accounts[e.acct]
+    inst = state.instruments[e.instId]
+    if inst.inst_type == "SPOT":
+        del account.isolated[e.instId]
+    else:
+        del account.perps[(e.instId, e.posSide)]
+    if e.base:
+        account.balance(inst.base).cash += e.base
+    if e.quote:
+        account.balance(inst.quote).cash += e.quote
+    _exposure(state, account)
+
+
+def _position_mode_set(state: State, e: ev.PositionModeSet) -> None:
+    state.account(e.acct).pos_mode = e.posMode
+
+
+def _pnl_realised(state: State, e: ev.PnlRealised) -> None:
+    account = state.accounts[e.acct]
+    pos = account.perps[(e.instId, e.posSide)]
+    bal = account.balance(e.ccy)
+    if pos.mgn_mode == "isolated":
+        pos.margin += e.amt - e.released
+        bal.cash += e.released
+    else:
+        bal.cash += e.amt
+
+
+def _funding_settled(state: State, e: ev.FundingSettled) -> None:
+    account = state.accounts[e.acct]
+    pos = account.perps[(e.instId, e.posSide)]
+    if pos.mgn_mode == "isolated":
+        pos.margin += e.amt
+    else:
+        account.balance(e.ccy).cash += e.amt
+
+
+def _funding_residual(state: State, e: ev.FundingResidual) -> None:
+    _add(state.insurance, e.ccy, e.amt)
 
 
 def _track_cross(account: Account, order: Order, inst: Instrument, sz: Decimal, sign: int) -> None:
@@ -157,14 +290,28 @@ def _order_accepted(state: State, e: ev.OrderAccepted) -> None:
         ticks = int(e.px // inst.tick)
         px_key = -ticks if is_buy else ticks
     order = Order(e.orderId, e.acct, e.instId, e.clOrdId, is_buy, e.ordType, e.tdMode, e.px, px_key, e.sz, e.frozen)
+    order.pos_side = e.posSide
+    order.mgn_ccy = e.mgnCcy
+    order.lever = e.lever if e.lever is not None else ZERO
+    order.reduce = e.reduce
     account = state.account(e.acct)
     account.orders[(e.instId, e.clOrdId)] = order
     state.orders[e.orderId] = order
     state.next_order_id = e.orderId + 1
     if e.frozen:
-        account.balance(inst.quote if is_buy else inst.base).frozen += e.frozen
-    if e.tdMode == "cross":
+        _frozen_pool(state, account, inst, order).frozen += e.frozen
+    if e.tdMode == "cross" and inst.inst_type == "SPOT":
         _track_cross(account, order, inst, e.sz, 1)
+
+
+def _frozen_pool(state: State, account: Account, inst: Instrument, order: Order) -> Balance | IsoPosition:
+    """Where an order's frozen funds sit: the account balance it spends (cash orders), the
+    margin currency's balance (isolated opening orders) or the position (isolated closing)."""
+    if order.td_mode == "isolated":
+        if inst.inst_type == "SPOT" and order.reduce:
+            return account.isolated[inst.inst_id]
+        return account.balance(order.mgn_ccy)
+    return account.balance(inst.quote if order.is_buy else inst.base)
 
 
 def _finish(state: State, order: Order) -> None:
@@ -195,6 +342,14 @@ def _ledger_fill(account: Account, inst_id: str, is_buy: bool, sz: Decimal, px: 
 def _settle_side(state: State, inst: Instrument, order: Order, sz: Decimal, px: Decimal, fee: Decimal) -> None:
     account = state.accounts[order.acct]
     notional = px * sz
+    if inst.inst_type == "SWAP":
+        _settle_perp(state, account, inst, order, sz, px, fee)
+        _order_filled(state, inst, order, sz)
+        return
+    if order.td_mode == "isolated":
+        _settle_isolated(state, account, inst, order, sz, px, fee)
+        _order_filled(state, inst, order, sz)
+        return
     if order.is_buy:
         paid, got = account.balance(inst.quote), account.balance(inst.base)
         if order.frozen:
@@ -217,11 +372,78 @@ def _settle_side(state: State, inst: Instrument, order: Order, sz: Decimal, px: 
     if order.td_mode == "cross":
         _track_cross(account, order, inst, sz, -1)
         _ledger_fill(account, inst.inst_id, order.is_buy, sz, px, received)
+    _order_filled(state, inst, order, sz)
+
+
+def _order_filled(state: State, inst: Instrument, order: Order, sz: Decimal) -> None:
     order.remaining -= sz
     if order.remaining == 0:
         if _resting(inst, order):
             inst.book.remove(order)
+        if order.frozen:  # isolated opening orders: margin frozen at the limit and not posted
+            _frozen_pool(state, state.accounts[order.acct], inst, order).frozen -= order.frozen
+            order.frozen = ZERO
         _finish(state, order)
+
+
+def _settle_isolated(
+    state: State, account: Account, inst: Instrument, order: Order, sz: Decimal, px: Decimal, fee: Decimal
+) -> None:
+    """An isolated spot fill trades the position's own holdings (the borrowed funds, or its
+    assets when closing); fees as everywhere, in the currency received."""
+    pos = account.isolated[inst.inst_id]
+    notional = px * sz
+    if order.is_buy:
+        pos.quote -= notional
+        pos.base += sz - fee
+        _add(state.fees, inst.base, fee)
+        if order.reduce and order.frozen:
+            release = order.px * sz if order.px is not None else ZERO
+            order.frozen -= release
+            pos.frozen -= release
+    else:
+        pos.base -= sz
+        pos.quote += notional - fee
+        _add(state.fees, inst.quote, fee)
+        if order.reduce and order.frozen:
+            order.frozen -= sz
+            pos.frozen -= sz
+    if order.reduce:
+        closed = min(sz, pos.qty)
+        if pos.qty:
+            places = state.assets[pos.mgn_ccy].decimals
+            pos.base_margin = round_up(NEAR.divide(pos.base_margin * (pos.qty - closed), pos.qty), places)
+        pos.qty -= closed
+    else:
+        pos.avg_px = average_entry(pos.qty, pos.avg_px, sz, px) if pos.qty else px
+        pos.qty += sz
+        order.filled_value += opening_value(sz, order.px, px, order.mgn_ccy == inst.base)
+
+
+def _settle_perp(
+    state: State, account: Account, inst: Instrument, order: Order, sz: Decimal, px: Decimal, fee: Decimal
+) -> None:
+    """A SWAP fill: the fee (settlement currency) from the cross cash or the isolated margin;
+    the position re-averages on increases, keeps its entry on decreases, takes the fill price
+    when it flips (net mode). P&L is settled by the ``pnl_realised`` event that follows."""
+    pos = account.perps[(inst.inst_id, order.pos_side)]
+    _add(state.fees, inst.settle, fee)
+    if pos.mgn_mode == "isolated":
+        pos.margin -= fee
+    else:
+        account.balance(inst.settle).cash -= fee
+    delta = sz if order.is_buy else -sz
+    qty = pos.qty
+    if qty == 0 or (qty > 0) == order.is_buy:
+        pos.avg_px = average_entry(abs(qty), pos.avg_px, sz, px) if qty else px
+        opened = sz
+    else:
+        opened = max(ZERO, sz - abs(qty))
+        if opened:
+            pos.avg_px = px
+    pos.qty = qty + delta
+    if opened:
+        order.filled_value += opening_value(opened * inst.ct_val, order.px, px, False)
 
 
 def _resting(inst: Instrument, order: Order) -> bool:
@@ -250,9 +472,9 @@ def _order_canceled(state: State, e: ev.OrderCanceled) -> None:
     if _resting(inst, order):
         inst.book.remove(order)
     if order.frozen:
-        account.balances[inst.quote if order.is_buy else inst.base].frozen -= order.frozen
+        _frozen_pool(state, account, inst, order).frozen -= order.frozen
         order.frozen = ZERO
-    if order.td_mode == "cross":
+    if order.td_mode == "cross" and inst.inst_type == "SPOT":
         _track_cross(account, order, inst, order.remaining, -1)
     _finish(state, order)
 
@@ -261,34 +483,73 @@ def _position_closed(state: State, e: ev.PositionClosed) -> None:
     state.accounts[e.acct].positions.pop(e.instId, None)
 
 
+def _risk_holder(state: State, acct: str, inst_id: str, pos_side: str) -> Account | IsoPosition | PerpPosition:
+    """The account (cross) or the isolated position a risk event is about."""
+    if not inst_id:
+        return state.accounts[acct]
+    return _margin_holder(state, acct, inst_id, pos_side)
+
+
 def _margin_call_raised(state: State, e: ev.MarginCallRaised) -> None:
-    state.accounts[e.acct].margin_call = True
+    _risk_holder(state, e.acct, e.instId, e.posSide).margin_call = True
 
 
 def _margin_call_cleared(state: State, e: ev.MarginCallCleared) -> None:
-    state.accounts[e.acct].margin_call = False
+    holder = state.accounts[e.acct] if not e.instId else _find_position(state, e.acct, e.instId, e.posSide)
+    if holder is not None:
+        holder.margin_call = False
+
+
+def _find_position(state: State, acct: str, inst_id: str, pos_side: str) -> IsoPosition | PerpPosition | None:
+    account = state.accounts[acct]
+    if state.instruments[inst_id].inst_type == "SPOT":
+        return account.isolated.get(inst_id)
+    return account.perps.get((inst_id, pos_side))
 
 
 def _liquidation_started(state: State, e: ev.LiquidationStarted) -> None:
-    state.accounts[e.acct].liquidating = True
+    _risk_holder(state, e.acct, e.instId, e.posSide).liquidating = True
+
+
+def _into_holder(state: State, acct: str, ccy: str, amt: Decimal, inst_id: str, pos_side: str) -> None:
+    """Pay ``amt`` (signed) of ``ccy`` into the account's cash or the isolated position ``inst_id``
+    (spot: its holdings; SWAP: its margin)."""
+    if not inst_id:
+        state.accounts[acct].balance(ccy).cash += amt
+        return
+    pos = _margin_holder(state, acct, inst_id, pos_side)
+    if isinstance(pos, IsoPosition):
+        _holding(pos, state.instruments[inst_id], ccy, amt)
+    else:
+        pos.margin += amt
 
 
 def _insurance_fund_covered(state: State, e: ev.InsuranceFundCovered) -> None:
     _add(state.insurance, e.ccy, -e.amt)
-    state.accounts[e.acct].balance(e.ccy).cash += e.amt
+    _into_holder(state, e.acct, e.ccy, e.amt, e.instId, e.posSide)
+
+
+def _debt_written_off(state: State, e: ev.DebtWrittenOff) -> None:
+    _add(state.written_off, e.ccy, e.amt)
+    _into_holder(state, e.acct, e.ccy, e.amt, e.instId, e.posSide)
 
 
 def _liquidation_fee_charged(state: State, e: ev.LiquidationFeeCharged) -> None:
-    state.accounts[e.acct].balances[e.ccy].cash -= e.amt
+    _into_holder(state, e.acct, e.ccy, -e.amt, e.instId, e.posSide)
     _add(state.insurance, e.ccy, e.amt)
 
 
 def _assets_taken_over(state: State, e: ev.AssetsTakenOver) -> None:
-    state.accounts[e.acct].balances[e.ccy].cash -= e.amt
+    _into_holder(state, e.acct, e.ccy, -e.amt, e.instId, "net")
     _add(state.insurance, e.ccy, e.amt)
 
 
 def _liquidation_finished(state: State, e: ev.LiquidationFinished) -> None:
+    if e.instId:
+        pos = _find_position(state, e.acct, e.instId, e.posSide)
+        if pos is not None:
+            pos.liquidating = False
+        return
     account = state.accounts[e.acct]
     account.liquidating = False
     if not account.has_debt():  # a full liquidation: what is left is plain cash
@@ -311,6 +572,15 @@ _APPLY: Final[dict[type, Callable[[State, Any], None]]] = {
     ev.Repaid: _repaid,
     ev.InterestHourClosed: _interest_hour_closed,
     ev.InterestAccrued: _interest_accrued,
+    ev.PositionOpened: _position_opened,
+    ev.PositionBorrowed: _position_borrowed,
+    ev.PositionMarginChanged: _position_margin_changed,
+    ev.PositionRepaid: _position_repaid,
+    ev.PositionReleased: _position_released,
+    ev.PositionModeSet: _position_mode_set,
+    ev.PnlRealised: _pnl_realised,
+    ev.FundingSettled: _funding_settled,
+    ev.FundingResidual: _funding_residual,
     ev.OrderAccepted: _order_accepted,
     ev.OrderRejected: _nothing,
     ev.Traded: _traded,
@@ -322,6 +592,7 @@ _APPLY: Final[dict[type, Callable[[State, Any], None]]] = {
     ev.LiquidationStarted: _liquidation_started,
     ev.LiquidationFeeCharged: _liquidation_fee_charged,
     ev.InsuranceFundCovered: _insurance_fund_covered,
+    ev.DebtWrittenOff: _debt_written_off,
     ev.AssetsTakenOver: _assets_taken_over,
     ev.LiquidationFinished: _liquidation_finished,
     ev.CommandRejected: _nothing,

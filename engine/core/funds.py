@@ -126,11 +126,20 @@ def accrue_interest(ctx: Ctx, cmd: AccrueInterest) -> None:
     for acct in list(state.debtors):
         account = state.accounts[acct]
         for ccy, bal in account.balances.items():
-            if not bal.liab:
-                continue
-            asset = state.assets[ccy]
-            base = bal.liab + bal.interest if asset.compounding == "capitalise" else bal.liab
-            amt = margin.hourly_interest(base, asset.daily_rate, asset.decimals)
-            if amt:
-                ctx.emit(ev.InterestAccrued(acct=acct, ccy=ccy, liab=base, hourlyRate=asset.hourly_rate, amt=amt))
-                ctx.touch(acct)
+            if bal.liab:
+                _accrue(ctx, acct, ccy, bal.liab, bal.interest, "")
+        for inst_id, pos in account.isolated.items():  # decision 10: charged to the position
+            if pos.liab:
+                inst = state.instruments[inst_id]
+                _accrue(ctx, acct, inst.quote if pos.long else inst.base, pos.liab, pos.interest, inst_id)
+
+
+def _accrue(ctx: Ctx, acct: str, ccy: str, liab: Decimal, interest: Decimal, inst_id: str) -> None:
+    asset = ctx.state.assets[ccy]
+    base = liab + interest if asset.compounding == "capitalise" else liab
+    amt = margin.hourly_interest(base, asset.daily_rate, asset.decimals)
+    if amt:
+        ctx.emit(
+            ev.InterestAccrued(acct=acct, ccy=ccy, liab=base, hourlyRate=asset.hourly_rate, amt=amt, instId=inst_id)
+        )
+        ctx.touch(acct)

@@ -27,8 +27,9 @@ holding or owing the instrument's base currency) is evaluated on mark prices:
   5. the valuation-currency debt is repaid from cash;
   6. if debt is still left, the account's remaining holdings (unsold for want of liquidity, or
      below one lot) pass to the insurance fund of their currency (``assets_taken_over``) and
-     the fund pays the remaining debt (``insurance_fund_covered`` then ``repaid``); a fund may
-     go negative — that balance is the platform's uncovered loss;
+     the fund pays the remaining debt (``insurance_fund_covered`` then ``repaid``) as far as
+     its balance goes and the platform writes off the rest (``debt_written_off``,
+     ``engine.core.shortfall``);
   7. ``liquidation_finished``. What is left in the account stays the user's.
 
 Liquidation orders are exempt from the 95 % sell guard and pay the ordinary taker fee; on
@@ -45,17 +46,32 @@ from engine.core.funds import emit_repay
 from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, display_ratio, spot_tier_limit
 from engine.core.money import ONE, div_up
 from engine.core.orders import cancel_all, lot_ceil, lot_floor, submit_liquidation_order
+from engine.core.position_liquidation import evaluate_isolated
 from engine.core.risk import account_risk, debt_terms, price_of, zone_bands
+from engine.core.shortfall import cover_shortfall
 from engine.core.state import Account
+from engine.core.swap_liquidation import close_at_market, evaluate_perps, step_down
 from events import journal as ev
 
 
 def evaluate(ctx: Ctx, acct: str) -> None:
-    """Raise or clear the margin call, or liquidate, for one account (see module doc); then
-    re-register the account's zone bands with the risk watch."""
+    """Evaluate the cross account, then each of its isolated positions
+    (``engine.core.position_liquidation``)."""
+    account = ctx.state.accounts[acct]
+    evaluate_cross(ctx, acct)
+    if account.isolated:
+        for inst_id in list(account.isolated):
+            evaluate_isolated(ctx, account, inst_id)
+    if account.perps:
+        evaluate_perps(ctx, account)
+
+
+def evaluate_cross(ctx: Ctx, acct: str, retry: bool = True) -> None:
+    """Raise or clear the margin call, or liquidate, for one cross account (see module doc);
+    then re-register the account's zone bands with the risk watch."""
     state = ctx.state
     account = state.accounts[acct]
-    if not account.has_debt():
+    if not account.at_risk():
         state.watch.forget(acct)
         if account.margin_call:
             ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=None))
@@ -68,11 +84,14 @@ def evaluate(ctx: Ctx, acct: str) -> None:
         if not account.margin_call:
             ctx.emit(ev.MarginCallRaised(acct=acct, mgnRatio=_shown(ratio)))
         if ratio <= LIQUIDATION_RATIO:
+            if not retry:  # contracts the book could not absorb: retried at the next evaluation
+                state.watch.forget(acct)
+                return
             liquidate(ctx, account, ratio)
-            if account.margin_call and not account.has_debt():
+            if account.margin_call and not account.at_risk():
                 ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=None))
-            if account.has_debt():
-                evaluate(ctx, acct)
+            if account.at_risk():
+                evaluate_cross(ctx, acct, retry=False)
             else:
                 state.watch.forget(acct)
             return
@@ -143,11 +162,18 @@ def _reduce_debt(ctx: Ctx, account: Account, ccy: str, target: Decimal) -> bool:
 
 
 def _partial(ctx: Ctx, account: Account) -> bool:
-    """Step tiered debts down until the ratio is above 100 %; True if that happened."""
+    """Step cross perpetuals in tier ≥ 3, then tiered debts, down until the ratio is above
+    100 %; True if that happened."""
     for _ in range(64):
-        found = _tiered_debt(ctx, account)
-        if found is None or not _reduce_debt(ctx, account, *found):
-            return False
+        stepped = False
+        for key, pos in list(account.perps.items()):
+            if pos.mgn_mode == "cross" and step_down(ctx, account, ctx.state.instruments[key[0]], pos):
+                stepped = True
+                break
+        if not stepped:
+            found = _tiered_debt(ctx, account)
+            if found is None or not _reduce_debt(ctx, account, *found):
+                return False
         ratio = account_risk(ctx.state, account).ratio
         if ratio is None or ratio > LIQUIDATION_RATIO:
             return True
@@ -164,7 +190,10 @@ def liquidate(ctx: Ctx, account: Account, ratio: Decimal) -> None:
         ctx.emit(ev.LiquidationFinished(acct=acct))
         ctx.touch(acct)
         return
-    cancel_all(ctx, account, "liquidation")  # a full liquidation needs the funds cash orders froze
+    cancel_all(ctx, account, "liquidation", td_mode="cash")  # a full liquidation needs what cash orders froze
+    for key, pos in list(account.perps.items()):
+        if pos.mgn_mode == "cross" and key in account.perps:
+            close_at_market(ctx, account, state.instruments[key[0]], pos)
     others = [ccy for ccy in account.balances if ccy != valuation and ccy in state.price_inst]
     for ccy in others:
         bal = account.balances[ccy]
@@ -191,8 +220,7 @@ def liquidate(ctx: Ctx, account: Account, ratio: Decimal) -> None:
                 ctx.emit(ev.AssetsTakenOver(acct=acct, ccy=ccy, amt=bal.cash - _owed(account, ccy)))
         for ccy in list(account.balances):
             remaining = _owed(account, ccy) - account.balances[ccy].cash
-            if remaining > 0:
-                ctx.emit(ev.InsuranceFundCovered(acct=acct, ccy=ccy, amt=remaining))
+            cover_shortfall(ctx, acct, ccy, remaining)
             owed = _owed(account, ccy)
             if owed > 0:
                 emit_repay(ctx, acct, ccy, owed, "liquidation")

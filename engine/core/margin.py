@@ -202,7 +202,53 @@ def cross_available_to_close(holding: Decimal, debt: Decimal, buffer: Decimal, p
     return min(holding, need)
 
 
-# --- isolated spot margin (§1.4(a)–(d), §1.5; not yet wired into the engine) ------------------
+# --- isolated spot margin (§1.2, §1.4(a)–(d), §1.5, §1.10) ----------------------------------
+
+
+def initial_margin(value: Decimal, lever: Decimal, decimals: int) -> Decimal:
+    """Isolated initial margin of an opening order (§1.2): ``value / L`` rounded **up** at the
+    margin currency's precision. ``value`` is the open quantity (base margin), the notional
+    ``qty·px`` (quote margin) or, for SWAP, ``contracts·ctVal·px``."""
+    return div_up(value, lever, decimals)
+
+
+def opening_value(qty: Decimal, limit_px: Decimal | None, fill_px: Decimal, in_base: bool) -> Decimal:
+    """What an opening fill of ``qty`` base units adds to the order's margin base: the quantity
+    itself for base margin, else its value at the order's **limit** price (market orders: at the
+    fill price). Margin posted by a fill = ``IM(value after) − IM(value before)``, so splitting
+    a fill never changes the order's total margin."""
+    if in_base:
+        return qty
+    return qty * (limit_px if limit_px is not None else fill_px)
+
+
+def max_reducible(assigned: Decimal, base_margin: Decimal, upl: Decimal, reduce_ratio: Decimal) -> Decimal:
+    """Seed rule (§1.10, decision 11), all in the margin currency: in profit (``upl ≥ 0``)
+    ``assigned − base_margin``; in loss ``assigned − (base_margin + |upl|·(1 + r_reduce))``;
+    never below zero (E20)."""
+    floor = base_margin if upl >= 0 else base_margin + (-upl) * (ONE + reduce_ratio)
+    return max(ZERO, assigned - floor)
+
+
+def zone_band(
+    net_const: Decimal, net_slope: Decimal, req_const: Decimal, req_slope: Decimal, price: Decimal
+) -> tuple[Decimal, Decimal]:
+    """Price interval around ``price`` inside which a single-price position cannot cross 100 %
+    or 300 %: with ``net = c₀ + c₁·P`` and ``required = d₀ + d₁·P`` the threshold ``T`` is
+    crossed at ``P_T = (T·d₀ − c₀)/(c₁ − T·d₁)``; the band runs from the nearest such root
+    below ``price`` (or 0) to the nearest above (or 10³⁶). A root at ``price`` itself gives an
+    empty band (every mark re-evaluates)."""
+    low, high = ZERO, Decimal(10) ** 36
+    for threshold in (LIQUIDATION_RATIO, WARNING_RATIO):
+        slope = net_slope - threshold * req_slope
+        if slope == 0:
+            continue
+        root = NEAR.divide(threshold * req_const - net_const, slope)
+        if root <= price and root > low:
+            low = root
+        if root >= price and root < high:
+            high = root
+    return low, high
 
 
 def isolated_margin_ratio(
@@ -234,7 +280,67 @@ def isolated_liquidation_price(
     return price if price > 0 else None
 
 
-def isolated_long_upl_base(assets: Decimal, margin_base: Decimal, quote_debt: Decimal, price: Decimal) -> Decimal:
-    """OKX isolated long with base margin, in base units (§1.6): ``upl = pos − margin − D/P``
-    (``pos`` in old-mode terms, i.e. bought + margin)."""
-    return assets - margin_base - NEAR.divide(quote_debt, price)
+def isolated_upl(
+    quote: Decimal, quote_debt: Decimal, base: Decimal, base_debt: Decimal, price: Decimal, in_base: bool
+) -> Decimal:
+    """Unrealised P&L of an isolated spot position in its margin currency (§1.6): what the
+    position's own holdings (margin excluded) are worth net of its debt,
+    ``(quote − QL) + (base − BL)·P`` in quote, or that ÷ ``P`` in base — OKX's
+    ``pos − margin − D/P`` for a base-margined long (E2)."""
+    value = quote - quote_debt + (base - base_debt) * price
+    return NEAR.divide(value, price) if in_base else value
+
+
+# --- linear perpetuals (§1.2, §1.3 model 2, §1.4(g)/(h), §1.5, §1.14; decision 3) --------------
+
+
+def perp_tier(tiers: Sequence[TierRow], contracts: Decimal) -> TierRow:
+    """OKX derivatives tier (§1.3 model 2): the first tier whose ``maxSz`` covers the whole
+    position size in contracts; beyond the table, the last tier."""
+    for row in tiers:
+        assert row.max_sz is not None
+        if contracts <= row.max_sz:
+            return row
+    return tiers[-1]
+
+
+def perp_size_cap(tiers: Sequence[TierRow], lever: Decimal) -> Decimal:
+    """Largest position (contracts) allowed at leverage ``lever``: ``maxSz`` of the highest
+    tier whose ``maxLever ≥ lever``; zero if none."""
+    cap = ZERO
+    for row in tiers:
+        if row.max_lever >= lever:
+            assert row.max_sz is not None
+            cap = row.max_sz
+    return cap
+
+
+def perp_upl(qty: Decimal, ct_val: Decimal, price: Decimal, entry: Decimal) -> Decimal:
+    """Linear uPnL (§1.6): ``q·ctVal·(P − E)``, ``q`` signed contracts; settlement currency."""
+    return qty * ct_val * (price - entry)
+
+
+def perp_requirement(notional: Decimal, mmr: Decimal, taker_fee: Decimal) -> Decimal:
+    """Maintenance margin plus closing fee of a perpetual position worth ``|q|·ctVal·P``:
+    ``notional·(m + f)`` — decision 3's additive fee term."""
+    return notional * (mmr + taker_fee)
+
+
+def perp_isolated_liquidation_price(
+    size: Decimal, entry: Decimal, margin: Decimal, mmr: Decimal, taker_fee: Decimal, long: bool
+) -> Decimal | None:
+    """Isolated linear perpetual, OKX convention (§1.5, decision 3), ``Q = |q|·ctVal``:
+    long ``(Q·E − M)/(Q·(1 − m − f))``, short ``(Q·E + M)/(Q·(1 + m + f))``. ``None`` if not a
+    positive price."""
+    if size == 0:
+        return None
+    if long:
+        price = NEAR.divide(size * entry - margin, size * (ONE - mmr - taker_fee))
+    else:
+        price = NEAR.divide(size * entry + margin, size * (ONE + mmr + taker_fee))
+    return price if price > 0 else None
+
+
+def funding_payment(qty: Decimal, ct_val: Decimal, mark: Decimal, rate: Decimal) -> Decimal:
+    """§1.14: ``q·ctVal·P·rate`` (signed contracts); positive → the holder pays (E22)."""
+    return qty * ct_val * mark * rate

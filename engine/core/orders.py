@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
-from engine.core import margin
+from engine.core import isolated, margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_borrow
 from engine.core.money import NEAR, ZERO, is_multiple
@@ -65,10 +65,9 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
     inst = state.instruments.get(cmd.instId)
     if inst is None:
         raise Rejected("unknown_instrument", f"instId {cmd.instId} is not listed")
-    if inst.inst_type != "SPOT":
-        raise Rejected("unsupported", "SWAP orders are not supported yet")
-    if cmd.tdMode == "isolated":
-        raise Rejected("unsupported", "tdMode isolated is not supported yet")
+    swap = inst.inst_type == "SWAP"
+    if swap and cmd.tdMode == "cash":
+        raise Rejected("invalid_tdMode", "SWAP orders trade in cross or isolated margin, not cash")
     account = state.accounts.get(cmd.acct)
     if account is None:
         raise Rejected("unknown_account", f"acct {cmd.acct} has never deposited")
@@ -78,8 +77,10 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
     if sz < inst.min_sz:
         raise Rejected("sz_below_min", f"sz {cmd.sz} is below minSz {inst.min_sz}")
     is_buy = cmd.side == "buy"
-    if cmd.reduceOnly:
+    if cmd.reduceOnly and cmd.tdMode == "cross" and not swap:
         check_reduce_only(account, inst, cmd.tdMode, is_buy, sz)
+    elif cmd.reduceOnly and cmd.tdMode == "cash":
+        raise Rejected("invalid_reduceOnly", "reduceOnly applies to margin orders only")
     px: Decimal | None = None
     if cmd.ordType == "market":
         if cmd.px is not None:
@@ -91,7 +92,19 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
     if cmd.ordType == "post_only" and next(walk_book(inst, is_buy, cmd.acct, px), None) is not None:
         raise Rejected("post_only_would_cross", f"post_only {cmd.side} at {px} would take liquidity")
     fill_sz, fill_notional = margin.book_walk(walk_book(inst, is_buy, cmd.acct, px), sz)
-    frozen = _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional)
+    if swap:
+        from engine.core import swap as perps
+
+        terms = perps.order_terms(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional)
+    elif cmd.tdMode == "isolated":
+        if not is_buy:
+            _sell_guard(inst, fill_sz, fill_notional)
+        decimals = {inst.base: state.assets[inst.base].decimals, inst.quote: state.assets[inst.quote].decimals}
+        terms = isolated.order_terms(account, inst, is_buy, sz, px, fill_notional, cmd.ccy, cmd.reduceOnly, decimals)
+    else:
+        terms = isolated.OrderTerms(
+            _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional), "", "", None, False
+        )
     order_id = state.next_order_id
     ctx.emit(
         ev.OrderAccepted(
@@ -104,7 +117,11 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
             tdMode=cmd.tdMode,
             px=px,
             sz=sz,
-            frozen=frozen,
+            frozen=terms.frozen,
+            posSide=terms.pos_side,
+            mgnCcy=terms.mgn_ccy,
+            lever=terms.lever,
+            reduce=terms.reduce,
         )
     )
     order = state.orders[order_id]
@@ -154,16 +171,7 @@ def _check_funds(
             raise Rejected("insufficient_balance", f"needs {spend} {spend_ccy}, {free} available")
         return spend if px is not None else ZERO
     if not is_buy:
-        best_bid = inst.book.best_bid_ticks()
-        if (
-            best_bid is not None
-            and fill_sz
-            and not margin.sell_guard_passes(fill_sz, fill_notional, best_bid * inst.tick)
-        ):
-            estimate = NEAR.divide(fill_notional, fill_sz)
-            raise Rejected(
-                "sell_price_guard", f"estimated price {estimate} is below 95% of the best bid {best_bid * inst.tick}"
-            )
+        _sell_guard(inst, fill_sz, fill_notional)
     qty = sz if px is not None else fill_sz
     notional = px * sz if px is not None else fill_notional
     out, inflow = ({inst.quote: notional}, {inst.base: qty}) if is_buy else ({inst.base: qty}, {inst.quote: notional})
@@ -171,6 +179,48 @@ def _check_funds(
     if failure is not None:
         raise Rejected(*failure)
     return ZERO
+
+
+def _sell_guard(inst: Instrument, fill_sz: Decimal, fill_notional: Decimal) -> None:
+    """Decision 7: refuse a margin sell whose estimated VWAP is below 95 % of the best bid."""
+    best_bid = inst.book.best_bid_ticks()
+    if best_bid is not None and fill_sz and not margin.sell_guard_passes(fill_sz, fill_notional, best_bid * inst.tick):
+        estimate = NEAR.divide(fill_notional, fill_sz)
+        raise Rejected(
+            "sell_price_guard", f"estimated price {estimate} is below 95% of the best bid {best_bid * inst.tick}"
+        )
+
+
+def sell_guard_refusal(inst: Instrument, acct: str, size: Decimal) -> Rejected | None:
+    """The 95 % guard for an engine-made market sell of ``size`` (``close_position``)."""
+    filled, notional = margin.book_walk(walk_book(inst, False, acct, None), size)
+    try:
+        _sell_guard(inst, filled, notional)
+    except Rejected as refusal:
+        return refusal
+    return None
+
+
+def _before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
+    """What a fill needs first: cross spot borrows; isolated spot posts margin and borrows;
+    SWAP settles its own way (``engine.core.swap``)."""
+    if inst.inst_type == "SWAP":
+        from engine.core import swap as perps
+
+        perps.before_fill(ctx, order, inst, sz, px)
+    elif order.td_mode == "cross":
+        _borrow_for_fill(ctx, order, inst, sz, px)
+    elif order.td_mode == "isolated":
+        isolated.before_fill(ctx, order, inst, sz, px)
+
+
+def _after_fill(ctx: Ctx, order_id: int, td_mode: str, acct: str, inst: Instrument, sz: Decimal, px: Decimal) -> None:
+    if inst.inst_type == "SWAP":
+        from engine.core import swap as perps
+
+        perps.after_fill(ctx, order_id, acct, inst, sz, px)
+    elif td_mode == "isolated":
+        isolated.after_closing_fill(ctx, ctx.state.accounts[acct], inst)
 
 
 def _borrow_for_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
@@ -200,18 +250,25 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
             _cancel(ctx, maker, "self_trade")
             continue
         sz = min(order.remaining, maker.remaining)
-        if maker.td_mode == "cross":
-            _borrow_for_fill(ctx, maker, inst, sz, px)
+        if maker.td_mode != "cash":
+            _before_fill(ctx, maker, inst, sz, px)
             ctx.touch(maker.acct)
-        if order.td_mode == "cross":
-            _borrow_for_fill(ctx, order, inst, sz, px)
+        if order.td_mode != "cash":
+            _before_fill(ctx, order, inst, sz, px)
+        maker_reduce, taker_reduce = maker.reduce, order.reduce
+        maker_id, maker_mode, taker_id, taker_mode = maker.order_id, maker.td_mode, order.order_id, order.td_mode
         notional = px * sz
-        maker_fee = margin.trade_fee(
-            notional if order.is_buy else sz, inst.maker_fee, quote_dec if order.is_buy else base_dec
-        )
-        taker_fee = margin.trade_fee(
-            sz if order.is_buy else notional, inst.taker_fee, base_dec if order.is_buy else quote_dec
-        )
+        if inst.inst_type == "SWAP":  # both sides pay in the settlement currency, on the notional
+            value = notional * inst.ct_val
+            maker_fee = margin.trade_fee(value, inst.maker_fee, quote_dec)
+            taker_fee = margin.trade_fee(value, inst.taker_fee, quote_dec)
+        else:
+            maker_fee = margin.trade_fee(
+                notional if order.is_buy else sz, inst.maker_fee, quote_dec if order.is_buy else base_dec
+            )
+            taker_fee = margin.trade_fee(
+                sz if order.is_buy else notional, inst.taker_fee, base_dec if order.is_buy else quote_dec
+            )
         ctx.emit(
             ev.Traded(
                 tradeId=state.next_trade_id,
@@ -230,9 +287,21 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
         )
         if liquidation and inst.liq_fee:
             received, ccy, places = (sz, inst.base, base_dec) if order.is_buy else (notional, inst.quote, quote_dec)
+            if inst.inst_type == "SWAP":
+                received, ccy, places = notional * inst.ct_val, inst.quote, quote_dec
             fee = margin.trade_fee(received, inst.liq_fee, places)
             if fee > 0:
-                ctx.emit(ev.LiquidationFeeCharged(acct=order.acct, ccy=ccy, amt=fee))
+                iso = order.td_mode == "isolated"
+                ctx.emit(
+                    ev.LiquidationFeeCharged(
+                        acct=order.acct, ccy=ccy, amt=fee, instId=inst.inst_id if iso else "",
+                        posSide=order.pos_side if iso else "",
+                    )
+                )  # fmt: skip
+        if maker_mode != "cash" and (maker_reduce or inst.inst_type == "SWAP"):
+            _after_fill(ctx, maker_id, maker_mode, maker.acct, inst, sz, px)
+        if taker_mode != "cash" and (taker_reduce or inst.inst_type == "SWAP"):
+            _after_fill(ctx, taker_id, taker_mode, order.acct, inst, sz, px)
         ctx.touch(maker.acct)
         ctx.touch(order.acct)
 
@@ -271,12 +340,22 @@ def submit_liquidation_order(ctx: Ctx, account: Account, inst: Instrument, is_bu
 
 
 def submit_market_order(
-    ctx: Ctx, account: Account, inst: Instrument, is_buy: bool, sz: Decimal, purpose: str
+    ctx: Ctx,
+    account: Account,
+    inst: Instrument,
+    is_buy: bool,
+    sz: Decimal,
+    purpose: str,
+    td_mode: str = "cross",
+    reduce: bool = False,
+    pos_side: str = "",
 ) -> Decimal:
-    """Send an engine-made cross market order (IOC), ``clOrdId`` ``<purpose>-<orderId>``; fills of
-    ``liq`` orders are liquidation fills. Checks (sell guard) are the caller's. Returns size filled."""
+    """Send an engine-made market order (IOC), ``clOrdId`` ``<purpose>-<orderId>``; fills of
+    ``liq``/``liquidation`` orders are liquidation fills. Isolated and SWAP closing orders carry
+    ``reduce`` (and the position side). Checks (sell guard) are the caller's. Returns size filled."""
     state = ctx.state
     order_id = state.next_order_id
+    iso_spot = td_mode == "isolated" and inst.inst_type == "SPOT"
     ctx.emit(
         ev.OrderAccepted(
             orderId=order_id,
@@ -285,14 +364,17 @@ def submit_market_order(
             clOrdId=f"{purpose}-{order_id}",
             side="buy" if is_buy else "sell",
             ordType="market",
-            tdMode="cross",
+            tdMode=td_mode,
             px=None,
             sz=sz,
             frozen=ZERO,
+            posSide="net" if iso_spot else pos_side,
+            mgnCcy=account.isolated[inst.inst_id].mgn_ccy if iso_spot else "",
+            reduce=reduce,
         )
     )
     order = state.orders[order_id]
-    match(ctx, order, inst, liquidation=purpose == "liq")
+    match(ctx, order, inst, liquidation=purpose in ("liq", "liquidation"))
     filled = order.sz - order.remaining
     if order.remaining:
         _cancel(ctx, order, "ioc")

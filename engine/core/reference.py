@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from engine.core import margin
 from engine.core.context import Ctx, Rejected
-from engine.core.money import ONE, exponent_places, is_multiple
+from engine.core.money import ONE, exponent_places, fmt, is_multiple
 from engine.core.risk import check_initial_margin
+from engine.core.state import Account, Instrument
 from events import journal as ev
 from events.commands import ListAsset, ListInstrument, MarkPrice, SetInterestRate, SetLeverage
 
@@ -111,17 +113,42 @@ def set_leverage(ctx: Ctx, cmd: SetLeverage) -> None:
     inst = state.instruments.get(cmd.instId)
     if inst is None:
         raise Rejected("unknown_instrument", f"instId {cmd.instId} is not listed")
-    if cmd.mgnMode != "cross" or inst.inst_type != "SPOT":
-        raise Rejected("unsupported", "only cross leverage on SPOT instruments is supported yet")
     lever = Decimal(cmd.lever)
     if not (ONE <= lever <= inst.max_lever):
         raise Rejected("invalid_lever", f"lever {cmd.lever} must be within 1..{inst.max_lever}")
     account = state.accounts.get(cmd.acct)
-    if account is not None and (account.has_debt() or account.cross_out):
+    if inst.inst_type == "SWAP":
+        from engine.core.swap import check_leverage
+
+        check_leverage(state, account, inst, cmd.mgnMode, lever)
+    elif cmd.mgnMode == "isolated":
+        _check_isolated_leverage(account, inst, lever)
+    elif account is not None and (account.has_debt() or account.cross_out):
         failure = check_initial_margin(state, account, lever=(cmd.instId, lever))
         if failure is not None:
             raise Rejected(*failure)
     ctx.emit(ev.LeverageSet(acct=cmd.acct, instId=cmd.instId, mgnMode=cmd.mgnMode, lever=lever))
+
+
+def _check_isolated_leverage(account: Account | None, inst: Instrument, lever: Decimal) -> None:
+    """Isolated spot leverage applies to new exposure; it must not exceed the ``maxLever`` of
+    the tier the open position's debt sits in, and that debt (plus what resting opening orders
+    would borrow) must fit the tier cap at the new leverage (§1.8)."""
+    pos = account.isolated.get(inst.inst_id) if account is not None else None
+    if account is None or pos is None:
+        return
+    debt = pos.liab + pos.interest
+    row = margin.spot_tier_for_debt(inst.tiers, debt, not pos.long)
+    if lever > row.max_lever:
+        raise Rejected(
+            "lever_above_tier", f"lever {fmt(lever)} is above tier {row.tier}'s maxLever {fmt(row.max_lever)}"
+        )
+    for order in account.orders.values():
+        if order.inst_id == inst.inst_id and order.td_mode == "isolated" and not order.reduce:
+            debt += order.remaining * order.px if order.is_buy and order.px is not None else order.remaining
+    cap = margin.spot_borrow_cap(inst.tiers, lever, not pos.long)
+    if debt > cap:
+        raise Rejected("borrow_limit", f"position debt {fmt(debt)} is above the limit {fmt(cap)} at {fmt(lever)}x")
 
 
 def mark_price(ctx: Ctx, cmd: MarkPrice) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.core import margin
+from engine.core.margin import REQUIREMENT_PLACES
 from engine.core.money import DOWN, ZERO, fmt, round_down, round_up
 from engine.core.state import Account, Instrument, State, TierRow
 
@@ -81,7 +82,49 @@ def account_risk(state: State, account: Account, with_imr: bool = False) -> Acco
                 imr += margin.initial_requirement(debt * price, lever, row)
         if ccy != valuation:
             legs.append((ccy, price, units, per_price))
+    if account.perps:
+        for (inst_id, _), pos in account.perps.items():
+            if pos.mgn_mode != "cross" or not pos.qty:
+                continue
+            inst = state.instruments[inst_id]
+            mark = state.marks.get(inst_id, pos.avg_px)
+            units = pos.qty * inst.ct_val
+            row = margin.perp_tier(inst.tiers, abs(pos.qty))
+            per_price = margin.perp_requirement(abs(units), row.mmr, inst.taker_fee)
+            equity += margin.perp_upl(pos.qty, inst.ct_val, mark, pos.avg_px)
+            required += per_price * mark
+            if with_imr:
+                imr += margin.initial_requirement(abs(units) * mark, account.leverage.get(inst_id, inst.max_lever), row)
+            legs.append(("@" + inst_id, mark, units, per_price))
     return AccountRisk(equity, required, imr, legs)
+
+
+def cross_perp_terms(state: State, account: Account, lever: tuple[str, Decimal] | None) -> tuple[Decimal, Decimal]:
+    """``(Σ uPnL, Σ initial margin)`` of the account's cross perpetuals: every position at
+    ``|q|·ctVal·P / L`` (mark; entry before the first mark) and the opening part of every
+    resting cross SWAP order at its limit price (§1.2, perpetuals)."""
+    upl = im = ZERO
+    for (inst_id, _), pos in account.perps.items():
+        if pos.mgn_mode != "cross":
+            continue
+        inst = state.instruments[inst_id]
+        mark = state.marks.get(inst_id, pos.avg_px)
+        lev = lever[1] if lever is not None and lever[0] == inst_id else account.leverage.get(inst_id, inst.max_lever)
+        upl += margin.perp_upl(pos.qty, inst.ct_val, mark, pos.avg_px)
+        im += margin.initial_margin(abs(pos.qty) * inst.ct_val * mark, lev, REQUIREMENT_PLACES)
+    for order in account.orders.values():
+        if order.td_mode != "cross" or order.px is None:
+            continue
+        inst = state.instruments[order.inst_id]
+        if inst.inst_type != "SWAP":
+            continue
+        held = account.perps.get((order.inst_id, order.pos_side))
+        opening = order.remaining
+        if held is not None and held.qty and (held.qty > 0) != order.is_buy:
+            opening = max(ZERO, opening - abs(held.qty))
+        if opening:
+            im += margin.initial_margin(opening * inst.ct_val * order.px, order.lever, REQUIREMENT_PLACES)
+    return upl, im
 
 
 def _fits_without_borrowing(account: Account, out: dict[str, Decimal] | None) -> bool:
@@ -113,6 +156,7 @@ def check_initial_margin(
     inflow: dict[str, Decimal] | None = None,
     borrow: dict[str, Decimal] | None = None,
     lever: tuple[str, Decimal] | None = None,
+    perp_im: Decimal = ZERO,
 ) -> tuple[str, str] | None:
     """Would the account still meet its initial margin? ``None`` if yes, else ``(reason, message)``.
 
@@ -121,10 +165,18 @@ def check_initial_margin(
     a withdrawal), plus explicit ``borrow``; ``lever`` overrides one instrument's leverage.
     What leaves beyond the free cash (``cash − frozen``) is borrowed. Conditions, per debt
     currency ``c`` after that: ``D_c ≤`` the tier cap for the leverage (§1.8), and over all
-    currencies ``equity' ≥ Σ D_c·P_c·max(1/L, imr_tier)`` with
-    ``equity' = equity + Σ (in − out)·P``.
+    currencies ``equity' ≥ Σ D_c·P_c·max(1/L, imr_tier) + perpetual IM`` with
+    ``equity' = equity + Σ (in − out)·P + Σ perpetual uPnL`` (``cross_perp_terms``; ``perp_im``
+    is a new SWAP order's).
     """
-    if borrow is None and lever is None and _fits_without_borrowing(account, out):
+    perps = (
+        bool(account.perps)
+        or perp_im > 0
+        or any(
+            o.td_mode == "cross" and state.instruments[o.inst_id].inst_type == "SWAP" for o in account.orders.values()
+        )
+    )
+    if not perps and borrow is None and lever is None and _fits_without_borrowing(account, out):
         return None
     outs = dict(account.cross_out)
     ins = dict(account.cross_in)
@@ -138,6 +190,9 @@ def check_initial_margin(
     if borrow:
         ccys.update(dict.fromkeys(borrow))
     equity = required = ZERO
+    if perps:
+        equity, required = cross_perp_terms(state, account, lever)
+        required += perp_im
     for ccy in ccys:
         bal = account.balances.get(ccy)
         cash = bal.cash if bal else ZERO

@@ -16,10 +16,11 @@ from decimal import Decimal
 import msgspec
 
 from engine.core.evolve import instrument_from_spec
-from engine.core.state import Account, Asset, Balance, Order, PositionLedger, State
+from engine.core.state import Account, Asset, Balance, IsoPosition, Order, PerpPosition, PositionLedger, State
+from engine.core.watch import watch_key
 from events.commands import ListInstrument
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 
 
 class _Asset(msgspec.Struct, array_like=True):
@@ -44,6 +45,11 @@ class _Order(msgspec.Struct, array_like=True):
     sz: Decimal
     remaining: Decimal
     frozen: Decimal
+    pos_side: str
+    mgn_ccy: str
+    lever: Decimal
+    reduce: bool
+    filled_value: Decimal
 
 
 class _Balance(msgspec.Struct, array_like=True):
@@ -61,6 +67,34 @@ class _Position(msgspec.Struct, array_like=True):
     assets: Decimal
 
 
+class _Isolated(msgspec.Struct, array_like=True):
+    inst_id: str
+    long: bool
+    mgn_ccy: str
+    base: Decimal
+    quote: Decimal
+    margin: Decimal
+    base_margin: Decimal
+    liab: Decimal
+    interest: Decimal
+    qty: Decimal
+    avg_px: Decimal
+    frozen: Decimal
+    margin_call: bool
+    liquidating: bool
+
+
+class _Perp(msgspec.Struct, array_like=True):
+    inst_id: str
+    pos_side: str
+    mgn_mode: str
+    qty: Decimal
+    avg_px: Decimal
+    margin: Decimal
+    margin_call: bool
+    liquidating: bool
+
+
 class _Account(msgspec.Struct, array_like=True):
     acct: str
     balances: list[_Balance]
@@ -70,6 +104,10 @@ class _Account(msgspec.Struct, array_like=True):
     positions: list[_Position]
     margin_call: bool
     liquidating: bool
+    iso_leverage: list[tuple[str, Decimal]]
+    isolated: list[_Isolated]
+    perps: list[_Perp]
+    pos_mode: str
 
 
 class _Book(msgspec.Struct, array_like=True):
@@ -98,6 +136,7 @@ class Snapshot(msgspec.Struct):
     interest_income: list[tuple[str, Decimal]]
     seen_ids: list[str]
     last_interest_hour: int
+    written_off: list[tuple[str, Decimal]]
 
 
 _encoder = msgspec.msgpack.Encoder(decimal_format="string")
@@ -119,6 +158,31 @@ def capture(state: State) -> Snapshot:
             positions=[_Position(i, p.qty, p.avg_px, p.assets) for i, p in a.positions.items()],
             margin_call=a.margin_call,
             liquidating=a.liquidating,
+            iso_leverage=_pairs(a.iso_leverage),
+            isolated=[
+                _Isolated(
+                    i,
+                    p.long,
+                    p.mgn_ccy,
+                    p.base,
+                    p.quote,
+                    p.margin,
+                    p.base_margin,
+                    p.liab,
+                    p.interest,
+                    p.qty,
+                    p.avg_px,
+                    p.frozen,
+                    p.margin_call,
+                    p.liquidating,
+                )
+                for i, p in a.isolated.items()
+            ],
+            perps=[
+                _Perp(k[0], k[1], p.mgn_mode, p.qty, p.avg_px, p.margin, p.margin_call, p.liquidating)
+                for k, p in a.perps.items()
+            ],
+            pos_mode=a.pos_mode,
         )
         for a in state.accounts.values()
     ]
@@ -136,6 +200,11 @@ def capture(state: State) -> Snapshot:
             o.sz,
             o.remaining,
             o.frozen,
+            o.pos_side,
+            o.mgn_ccy,
+            o.lever,
+            o.reduce,
+            o.filled_value,
         )
         for o in state.orders.values()
     ]
@@ -174,6 +243,7 @@ def capture(state: State) -> Snapshot:
         interest_income=_pairs(state.interest_income),
         seen_ids=sorted(state.seen_ids),
         last_interest_hour=state.last_interest_hour,
+        written_off=_pairs(state.written_off),
     )
 
 
@@ -226,6 +296,19 @@ def restore(data: bytes) -> State:
             ledger.qty, ledger.avg_px, ledger.assets = sp.qty, sp.avg_px, sp.assets
         account.margin_call = sa.margin_call
         account.liquidating = sa.liquidating
+        account.iso_leverage = dict(sa.iso_leverage)
+        for si in sa.isolated:
+            iso = account.isolated[si.inst_id] = IsoPosition(si.inst_id, si.long, si.mgn_ccy)
+            iso.base, iso.quote, iso.margin, iso.base_margin = si.base, si.quote, si.margin, si.base_margin
+            iso.liab, iso.interest, iso.qty, iso.avg_px, iso.frozen = si.liab, si.interest, si.qty, si.avg_px, si.frozen
+            iso.margin_call, iso.liquidating = si.margin_call, si.liquidating
+            state.pos_watch.dirty[watch_key(sa.acct, si.inst_id, "net")] = None
+        for sp2 in sa.perps:
+            perp = account.perps[(sp2.inst_id, sp2.pos_side)] = PerpPosition(sp2.inst_id, sp2.pos_side, sp2.mgn_mode)
+            perp.qty, perp.avg_px, perp.margin = sp2.qty, sp2.avg_px, sp2.margin
+            perp.margin_call, perp.liquidating = sp2.margin_call, sp2.liquidating
+            state.pos_watch.dirty[watch_key(sa.acct, sp2.inst_id, sp2.pos_side)] = None
+        account.pos_mode = sa.pos_mode
     for so in snap.orders:
         order = Order(
             so.order_id,
@@ -241,6 +324,8 @@ def restore(data: bytes) -> State:
             so.frozen,
         )
         order.remaining = so.remaining
+        order.pos_side, order.mgn_ccy, order.lever = so.pos_side, so.mgn_ccy, so.lever
+        order.reduce, order.filled_value = so.reduce, so.filled_value
         state.orders[order.order_id] = order
         state.accounts[order.acct].orders[(order.inst_id, order.cl_ord_id)] = order
     for book in snap.books:
@@ -255,4 +340,5 @@ def restore(data: bytes) -> State:
     state.interest_income = dict(snap.interest_income)
     state.seen_ids = set(snap.seen_ids)
     state.last_interest_hour = snap.last_interest_hour
+    state.written_off = dict(snap.written_off)
     return state

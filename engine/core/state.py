@@ -139,13 +139,18 @@ class Order:
     __slots__ = (
         "acct",
         "cl_ord_id",
+        "filled_value",
         "frozen",
         "inst_id",
         "is_buy",
+        "lever",
+        "mgn_ccy",
         "ord_type",
         "order_id",
+        "pos_side",
         "px",
         "px_key",
+        "reduce",
         "remaining",
         "sz",
         "td_mode",
@@ -177,8 +182,19 @@ class Order:
         self.px_key = px_key
         self.sz = sz
         self.remaining = sz
-        #: Funds still frozen for this order (cash mode): quote for buys, base for sells.
+        #: Funds still frozen for this order: cash mode — quote for buys, base for sells;
+        #: isolated opening orders — initial margin (and, SWAP, the fee reserve) in ``mgn_ccy``;
+        #: isolated SPOT closing orders — the position's assets (``IsoPosition.frozen``).
         self.frozen = frozen
+        #: Position side (``net``/``long``/``short``) of isolated and SWAP orders, else ``""``.
+        self.pos_side = ""
+        #: Margin currency (isolated) and leverage fixed at placement (isolated, SWAP).
+        self.mgn_ccy = ""
+        self.lever = ZERO
+        #: True when the order closes (reduces) a position instead of opening one.
+        self.reduce = False
+        #: Σ value filled so far, in the unit the margin is computed on (see ``engine.core.isolated``).
+        self.filled_value = ZERO
 
 
 class PositionLedger:
@@ -198,16 +214,91 @@ class PositionLedger:
         self.assets = ZERO
 
 
+class IsoPosition:
+    """An isolated spot-margin position (spec §1.1, new mode): one per account and instrument.
+
+    Long (``long``): holds base bought net of fees, owes quote. Short: holds quote proceeds net
+    of fees, owes base. ``base``/``quote`` are the position's own holdings, **margin excluded**;
+    ``margin`` (in ``mgn_ccy``, base or quote of the pair, fixed at open) is kept apart, so
+    ``pos`` = the holding in the position currency and the risk formulas use
+    ``BA = base (+ margin if base)``, ``QA = quote (+ margin if quote)`` (§1.4(d)).
+    ``liab`` is borrowed principal and ``interest`` accrued unpaid interest, in the liability
+    currency. ``base_margin`` is the initial margin posted by opening fills (scaled down by
+    closing fills): the seed's "base margin" of the margin-reduction rule. ``qty`` is the base
+    quantity opened and not yet closed (avgPx weights); ``frozen`` is what pending close orders
+    hold of the position currency (``availPos = pos − frozen``).
+    """
+
+    __slots__ = (
+        "avg_px",
+        "base",
+        "base_margin",
+        "frozen",
+        "inst_id",
+        "interest",
+        "liab",
+        "liquidating",
+        "long",
+        "margin",
+        "margin_call",
+        "mgn_ccy",
+        "qty",
+        "quote",
+    )
+
+    def __init__(self, inst_id: str, long: bool, mgn_ccy: str) -> None:
+        self.inst_id = inst_id
+        self.long = long
+        self.mgn_ccy = mgn_ccy
+        self.base = ZERO
+        self.quote = ZERO
+        self.margin = ZERO
+        self.base_margin = ZERO
+        self.liab = ZERO
+        self.interest = ZERO
+        self.qty = ZERO
+        self.avg_px = ZERO
+        self.frozen = ZERO
+        self.margin_call = False
+        self.liquidating = False
+
+
+class PerpPosition:
+    """A linear perpetual position on one SWAP instrument and position side.
+
+    ``qty`` is signed contracts (+ long, − short; in hedge mode the ``long`` side is ≥ 0 and the
+    ``short`` side ≤ 0). ``avg_px`` re-averages on increases only. ``margin`` is the isolated
+    margin in the settlement currency (0 for cross). ``mgn_mode`` is fixed while the position is
+    open.
+    """
+
+    __slots__ = ("avg_px", "inst_id", "liquidating", "margin", "margin_call", "mgn_mode", "pos_side", "qty")
+
+    def __init__(self, inst_id: str, pos_side: str, mgn_mode: str) -> None:
+        self.inst_id = inst_id
+        self.pos_side = pos_side
+        self.mgn_mode = mgn_mode
+        self.qty = ZERO
+        self.avg_px = ZERO
+        self.margin = ZERO
+        self.margin_call = False
+        self.liquidating = False
+
+
 class Account:
     __slots__ = (
         "acct",
         "balances",
         "cross_in",
         "cross_out",
+        "iso_leverage",
+        "isolated",
         "leverage",
         "liquidating",
         "margin_call",
         "orders",
+        "perps",
+        "pos_mode",
         "positions",
     )
 
@@ -223,6 +314,12 @@ class Account:
         self.cross_out: dict[str, Decimal] = {}
         self.cross_in: dict[str, Decimal] = {}
         self.positions: dict[str, PositionLedger] = {}
+        #: Isolated spot-margin positions by instId, and the isolated leverage per instId.
+        self.isolated: dict[str, IsoPosition] = {}
+        self.iso_leverage: dict[str, Decimal] = {}
+        #: Perpetual positions by (instId, posSide); ``pos_mode`` ``net_mode``/``long_short_mode``.
+        self.perps: dict[tuple[str, str], PerpPosition] = {}
+        self.pos_mode = "net_mode"
         self.margin_call = False
         self.liquidating = False
 
@@ -233,7 +330,20 @@ class Account:
         return bal
 
     def has_debt(self) -> bool:
+        """Cross debt in any currency."""
         return any(b.liab or b.interest for b in self.balances.values())
+
+    def cross_perps(self) -> bool:
+        """Any open cross perpetual position (they count in the cross margin ratio)."""
+        return any(p.mgn_mode == "cross" for p in self.perps.values())
+
+    def at_risk(self) -> bool:
+        """The cross account has a margin ratio: cross debt or a cross perpetual position."""
+        return self.has_debt() or self.cross_perps()
+
+    def exposed(self) -> bool:
+        """Anything a mark price can move across a threshold: cross risk or any position."""
+        return bool(self.isolated) or bool(self.perps) or self.has_debt()
 
 
 class State:
@@ -253,11 +363,13 @@ class State:
         "next_order_id",
         "next_trade_id",
         "orders",
+        "pos_watch",
         "price_inst",
         "prices",
         "seen_ids",
         "valuation_ccy",
         "watch",
+        "written_off",
     )
 
     def __init__(self) -> None:
@@ -266,7 +378,8 @@ class State:
         self.accounts: dict[str, Account] = {}
         self.orders: dict[int, Order] = {}
         self.marks: dict[str, Decimal] = {}
-        #: Accounts with any liability → rank; ranks increase in order of (re)becoming a debtor,
+        #: Accounts exposed to prices (cross debt, isolated or perpetual positions; see
+        #: ``Account.exposed``) → rank; ranks increase in order of (re)becoming exposed,
         #: the order risk sweeps use. Only the order is state (snapshots keep the order).
         self.debtors: dict[str, int] = {}
         self.next_debtor_rank = 0
@@ -276,6 +389,11 @@ class State:
         self.fees: dict[str, Decimal] = {}
         self.insurance: dict[str, Decimal] = {}
         self.interest_income: dict[str, Decimal] = {}
+        #: Losses no insurance fund could cover, per ccy (≥ 0): the platform wrote them off.
+        self.written_off: dict[str, Decimal] = {}
+        #: Like ``watch`` for isolated and SWAP positions: key ``acct␟instId␟posSide``, band key
+        #: ``@instId`` (cache, not in snapshots).
+        self.pos_watch = RiskWatch()
         #: Idempotency keys already applied (membership only; never iterated unsorted).
         self.seen_ids: set[str] = set()
         self.last_seq = 0

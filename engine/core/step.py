@@ -21,46 +21,75 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from engine.core import closing, funds, orders, reference
+from engine.core import closing, funds, isolated, orders, reference, swap
 from engine.core.context import Ctx, InvariantBroken, Rejected
 from engine.core.evolve import apply
 from engine.core.liquidation import evaluate
 from engine.core.money import use_engine_context
-from engine.core.state import State
+from engine.core.state import Account, State
+from engine.core.watch import SEP
 from events import commands as cmd
 from events import journal as ev
 
 
-def _unsupported(ctx: Ctx, command: Any) -> None:
-    tag = command.__struct_config__.tag
-    raise Rejected("unsupported", f"`{tag}` is not supported by this engine version yet")
-
-
-def _set_position_mode(ctx: Ctx, command: cmd.SetPositionMode) -> None:
-    _unsupported(ctx, command)
+def _adjust_margin(ctx: Ctx, command: cmd.AdjustMargin) -> None:
+    """Isolated margin add / reduce (spot: ``engine.core.isolated``; SWAP: ``engine.core.swap``)."""
+    state = ctx.state
+    inst = state.instruments.get(command.instId)
+    if inst is None:
+        raise Rejected("unknown_instrument", f"instId {command.instId} is not listed")
+    account = state.accounts.get(command.acct)
+    if inst.inst_type == "SPOT":
+        pos = account.isolated.get(inst.inst_id) if account is not None else None
+        if account is None or pos is None:
+            raise Rejected("no_position", f"{command.acct} has no isolated position on {command.instId}")
+        if command.ccy is not None and command.ccy != pos.mgn_ccy:
+            raise Rejected("margin_ccy_fixed", f"the position is margined in {pos.mgn_ccy}, not {command.ccy}")
+        amt = funds.amount(state, pos.mgn_ccy, command.amt)
+        isolated.adjust_margin(ctx, account, inst, pos, command.action, amt)
+        return
+    if account is None:
+        raise Rejected("no_position", f"{command.acct} has no isolated position on {command.instId}")
+    swap.adjust_margin(ctx, account, inst, command)
 
 
 def _mark_price(ctx: Ctx, command: cmd.MarkPrice) -> None:
-    """Set the mark, then evaluate the debtors it may move across a threshold, in debtor
-    order: those whose risk band it leaves (``engine.core.watch``) — or, on the first mark of
-    a currency (holdings start to count), every debtor holding that currency."""
+    """Set the mark, then evaluate, in debtor order, the accounts it may move across a
+    threshold: cross accounts whose risk band it leaves (``engine.core.watch``) — or, on the
+    first mark of a currency (holdings start to count), every debtor holding that currency —
+    and accounts with a position on the instrument whose band it leaves (``state.pos_watch``;
+    every such account on the instrument's first mark)."""
     state = ctx.state
     inst_id = command.instId
     first = inst_id not in state.marks
     reference.mark_price(ctx, command)
-    base = state.instruments[inst_id].base
-    if state.price_inst.get(base) != inst_id:
-        return
+    mark = state.marks[inst_id]
+    inst = state.instruments[inst_id]
+    base = inst.base
     debtors = state.debtors
-    if first:
-        for acct in debtors:
-            if base in state.accounts[acct].balances:
-                ctx.touch(acct)
-        return
     accounts = state.accounts
-    crossed = state.watch.crossed(base, state.marks[inst_id], lambda acct: base in accounts[acct].balances)
-    for acct in sorted(crossed, key=debtors.__getitem__):
+    found: dict[str, None] = {}
+    if inst.inst_type == "SPOT" and state.price_inst.get(base) == inst_id:
+        if first:
+            found.update((acct, None) for acct in debtors if base in accounts[acct].balances)
+        else:
+            found.update(dict.fromkeys(state.watch.crossed(base, mark, lambda acct: base in accounts[acct].balances)))
+    key = "@" + inst_id
+    if first:
+        found.update((acct, None) for acct in debtors if _holds_position(accounts[acct], inst_id))
+    else:
+        if inst.inst_type == "SWAP":
+            found.update(dict.fromkeys(state.watch.crossed(key, mark, lambda a: _holds_position(accounts[a], inst_id))))
+        for pos_key in state.pos_watch.crossed(key, mark, lambda k: k.split(SEP)[1] == inst_id):
+            found[pos_key.split(SEP)[0]] = None
+    for acct in sorted(found, key=debtors.__getitem__):
         ctx.touch(acct)
+
+
+def _holds_position(account: Account, inst_id: str) -> bool:
+    if inst_id in account.isolated:
+        return True
+    return any(key[0] == inst_id for key in account.perps)
 
 
 _HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
@@ -70,16 +99,16 @@ _HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
     cmd.Deposit: funds.deposit,
     cmd.Withdraw: funds.withdraw,
     cmd.SetLeverage: reference.set_leverage,
-    cmd.SetPositionMode: _set_position_mode,
+    cmd.SetPositionMode: swap.set_position_mode,
     cmd.PlaceOrder: orders.place_order,
     cmd.CancelOrder: orders.cancel_order,
     cmd.Borrow: funds.borrow,
     cmd.Repay: funds.repay,
-    cmd.AdjustMargin: _unsupported,
+    cmd.AdjustMargin: _adjust_margin,
     cmd.ClosePosition: closing.close_position,
     cmd.MarkPrice: _mark_price,
     cmd.AccrueInterest: funds.accrue_interest,
-    cmd.SettleFunding: _unsupported,
+    cmd.SettleFunding: swap.settle_funding,
 }
 
 

@@ -35,6 +35,16 @@ from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 Band = tuple[str, Decimal, Decimal]
+#: Separator of position keys in ``State.pos_watch``: a control character (a name containing
+#: it could at worst cause an extra evaluation, which emits nothing when no zone changed).
+SEP = "\x1f"
+
+
+def watch_key(acct: str, inst_id: str, pos_side: str) -> str:
+    """Key of a position in ``State.pos_watch``: ``acct␟instId␟posSide``."""
+    return f"{acct}{SEP}{inst_id}{SEP}{pos_side}"
+
+
 _SCALE = Decimal(10) ** 12
 _COMPACT_SLACK = 4096
 

@@ -1,0 +1,105 @@
+"""Risk figures of one isolated or perpetual position at the current mark.
+
+Composes the formulas of ``engine.core.margin`` (the one place they live); the engine's risk
+evaluation and the projections' risk view both read these figures.
+
+Isolated spot (spec §1.4(d), §1.5, §1.6; decision 3 — multiplicative ``k = (1+m)(1+f)``):
+``QA``/``BA`` are the position's holdings plus its margin in that currency, ``QL``/``BL`` its
+debt (liability + interest) — quote for a long, base for a short. ``m`` is the MMR of the tier
+holding the debt (§1.3 model 1), ``f`` the instrument's taker fee.
+
+Perpetual (§1.4(g), §1.5 OKX, decision 3 — additive ``m + f``): ``Q = |q|·ctVal`` base units,
+``E`` average entry, ``M`` isolated margin, ``m`` the MMR of the tier holding the whole size
+(§1.3 model 2). A cross perpetual adds a *leg* to the account's risk
+(``engine.core.risk.account_risk``) instead.
+
+Every figure is in the margin currency (isolated spot: ``mgn_ccy``; SWAP: the settlement
+currency) unless stated; exact ``Decimal`` (50 digits), rounded only for display.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.core import margin
+from engine.core.money import NEAR, ZERO
+from engine.core.state import Instrument, IsoPosition, PerpPosition, TierRow
+
+
+class PositionFigures:
+    """``ratio`` (None: nothing owed), ``liq_px``, ``required`` (MM + closing fee), ``upl``,
+    ``band`` (prices between which the zone cannot change) and the tier row applied."""
+
+    __slots__ = ("band", "liq_px", "ratio", "required", "row", "upl")
+
+    def __init__(
+        self,
+        ratio: Decimal | None,
+        liq_px: Decimal | None,
+        required: Decimal,
+        upl: Decimal,
+        row: TierRow,
+        band: tuple[Decimal, Decimal] | None,
+    ) -> None:
+        self.ratio = ratio
+        self.liq_px = liq_px
+        self.required = required
+        self.upl = upl
+        self.row = row
+        self.band = band
+
+
+def iso_debt(pos: IsoPosition) -> Decimal:
+    """``D = liab + interest`` of an isolated spot position."""
+    return pos.liab + pos.interest
+
+
+def iso_assets(inst: Instrument, pos: IsoPosition) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """``(QA, QL, BA, BL)`` of §1.4(d): holdings with the margin counted in its currency."""
+    debt = iso_debt(pos)
+    quote = pos.quote + (pos.margin if pos.mgn_ccy == inst.quote else ZERO)
+    base = pos.base + (pos.margin if pos.mgn_ccy == inst.base else ZERO)
+    return (quote, debt, base, ZERO) if pos.long else (quote, ZERO, base, debt)
+
+
+def iso_tier(inst: Instrument, pos: IsoPosition) -> TierRow:
+    return margin.spot_tier_for_debt(inst.tiers, iso_debt(pos), not pos.long)
+
+
+def isolated_spot(inst: Instrument, pos: IsoPosition, mark: Decimal) -> PositionFigures:
+    qa, ql, ba, bl = iso_assets(inst, pos)
+    row = iso_tier(inst, pos)
+    m, f = row.mmr, inst.taker_fee
+    ratio = margin.isolated_margin_ratio(qa, ql, ba, bl, mark, m, f)
+    debt_value = ql + bl * mark
+    required = margin.debt_maintenance(debt_value, m) + margin.debt_closing_fee(debt_value, m, f)
+    in_base = pos.mgn_ccy == inst.base
+    if in_base:
+        required = NEAR.divide(required, mark)
+    upl = margin.isolated_upl(pos.quote, ql, pos.base, bl, mark, in_base)
+    band = None
+    if ratio is not None:
+        k1 = (1 + m) * (1 + f) - 1
+        band = margin.zone_band(qa - ql, ba - bl, ql * k1, bl * k1, mark)
+    liq_px = margin.isolated_liquidation_price(qa, ql, ba, bl, m, f) if ratio is not None else None
+    return PositionFigures(ratio, liq_px, required, upl, row, band)
+
+
+def perp_tier(inst: Instrument, pos: PerpPosition) -> TierRow:
+    return margin.perp_tier(inst.tiers, abs(pos.qty))
+
+
+def perpetual(inst: Instrument, pos: PerpPosition, mark: Decimal) -> PositionFigures:
+    """Figures of a perpetual position; ``ratio``/``liq_px``/``band`` only for isolated ones
+    (a cross position's ratio is the account's)."""
+    row = perp_tier(inst, pos)
+    size = abs(pos.qty) * inst.ct_val
+    upl = margin.perp_upl(pos.qty, inst.ct_val, mark, pos.avg_px)
+    required = margin.perp_requirement(size * mark, row.mmr, inst.taker_fee)
+    if pos.mgn_mode != "isolated" or pos.qty == 0:
+        return PositionFigures(None, None, required, upl, row, None)
+    ratio = margin.margin_ratio(pos.margin + upl, required, ZERO)
+    liq_px = margin.perp_isolated_liquidation_price(size, pos.avg_px, pos.margin, row.mmr, inst.taker_fee, pos.qty > 0)
+    signed = pos.qty * inst.ct_val
+    band = margin.zone_band(pos.margin - signed * pos.avg_px, signed, ZERO, size * (row.mmr + inst.taker_fee), mark)
+    return PositionFigures(ratio, liq_px, required, upl, row, band)

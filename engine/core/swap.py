@@ -1,0 +1,324 @@
+"""Linear perpetual swaps (``SWAP``): orders, fills, funding, margin, position mode.
+
+Sizes are contracts; one contract is ``ctVal`` base units; P&L, fees, margin and funding are in
+the settlement currency ``settleCcy`` (the instrument's ``quote``). Spec §1.2–§1.6, §1.14;
+decisions 3, 4, 5, 12.
+
+**Position mode** (``set_position_mode``, refused while the account has a SWAP position or
+order): ``net_mode`` (default) keeps one position per instrument (``posSide`` ``net``,
+signed): an order first reduces an opposite position and the rest opens the other way (a flip
+takes the fill price as entry). ``long_short_mode`` keeps a ``long`` and a ``short`` position:
+the order's ``posSide`` is required; buy-long / sell-short open, sell-long / buy-short close and
+may not exceed the position.
+
+**Margin mode** (``tdMode`` ``cross``/``isolated``) is fixed while the position is open
+(decision 12). Leverage per instrument and mode (``set_leverage``; default ``maxLever``).
+
+**Opening**: the resulting size (position + resting opening orders + this order) must fit the
+tier cap for the leverage (``maxSz`` of the highest tier with ``maxLever ≥ L``, §1.3 model 2).
+Isolated: initial margin ``sz·ctVal·px / L`` (limit price; market: the book walk), rounded up,
+is frozen from the account's free settlement cash while the order rests and posted at fill per
+fill as ``IM(value after) − IM(value before)`` (fill splitting never changes it). Cross: the
+account's initial-margin check (``engine.core.risk.check_initial_margin``) includes
+``|q|·ctVal·P / L`` of every cross perpetual position and of the opening part of every resting
+cross SWAP order.
+
+**Fills** (in this order): the closing part realises P&L ``closed·ctVal·(px − E)`` (long; mirror
+for short) rounded toward −∞ (``pnl_realised``) — cross: to the account's cash; isolated: to the
+margin, of which the share closed returns to the account; then the opening part's margin
+(isolated); then ``traded``, whose fold re-averages the entry on increases and takes the fee
+(settlement currency, on the notional) from the cross cash or the isolated margin. A cross
+account whose settlement cash goes below zero borrows the difference (auto-borrow, as any cross
+debt: it bears interest); an isolated margin below zero is a shortfall covered by the insurance
+fund (``engine.core.shortfall``). A position at zero size is released (its margin returns).
+
+**Funding** (``settle_funding``, E22): for every position on the instrument at the current mark,
+``q·ctVal·P·rate`` — positive: the holder pays, rounded up; negative: receives, rounded down;
+cross from/to the account's cash (borrowing if short), isolated from/to the margin (a shortfall
+covered as above). Positions are settled in debtor order, then position order; what payers paid
+beyond what receivers got (rounding) goes to the insurance fund (``funding_residual``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.core import margin
+from engine.core.context import Ctx, Rejected
+from engine.core.funds import amount, emit_borrow
+from engine.core.isolated import OrderTerms
+from engine.core.money import DOWN, ONE, ZERO, fmt, round_down, round_up
+from engine.core.risk import check_initial_margin
+from engine.core.shortfall import cover_shortfall
+from engine.core.state import Account, Instrument, Order, PerpPosition, State
+from events import commands as cmd
+from events import journal as ev
+
+
+def _orders_on(account: Account, inst_id: str) -> list[Order]:
+    return [o for o in account.orders.values() if o.inst_id == inst_id]
+
+
+def set_position_mode(ctx: Ctx, command: cmd.SetPositionMode) -> None:
+    state = ctx.state
+    account = state.accounts.get(command.acct)
+    if account is None:
+        raise Rejected("unknown_account", f"acct {command.acct} has never deposited")
+    swaps = [o for o in account.orders.values() if state.instruments[o.inst_id].inst_type == "SWAP"]
+    if account.perps or swaps:
+        raise Rejected("positions_open", "the position mode cannot change with SWAP positions or orders open")
+    ctx.emit(ev.PositionModeSet(acct=command.acct, posMode=command.posMode))
+
+
+def lever_of(account: Account, inst: Instrument, mgn_mode: str) -> Decimal:
+    table = account.iso_leverage if mgn_mode == "isolated" else account.leverage
+    return table.get(inst.inst_id, inst.max_lever)
+
+
+def _pos_side(account: Account, raw: str | None) -> str:
+    if account.pos_mode == "net_mode":
+        if raw not in (None, "net"):
+            raise Rejected("invalid_posSide", f"posSide {raw} is not allowed in net_mode (use net or omit it)")
+        return "net"
+    if raw not in ("long", "short"):
+        raise Rejected("invalid_posSide", "long_short_mode needs posSide long or short")
+    return raw
+
+
+def split(pos: PerpPosition | None, is_buy: bool, sz: Decimal) -> tuple[Decimal, Decimal]:
+    """``(closing, opening)`` parts of ``sz`` against the position's current size."""
+    qty = pos.qty if pos is not None else ZERO
+    closing = min(sz, abs(qty)) if qty and (qty > 0) != is_buy else ZERO
+    return closing, sz - closing
+
+
+def order_terms(
+    state: State,
+    account: Account,
+    inst: Instrument,
+    command: cmd.PlaceOrder,
+    is_buy: bool,
+    sz: Decimal,
+    px: Decimal | None,
+    fill_sz: Decimal,
+    fill_notional: Decimal,
+) -> OrderTerms:
+    """Check a SWAP order and decide what it freezes (module doc)."""
+    pos_side = _pos_side(account, command.posSide)
+    mode = command.tdMode
+    key = (inst.inst_id, pos_side)
+    pos = account.perps.get(key)
+    if pos is not None and pos.mgn_mode != mode:
+        raise Rejected("margin_mode_fixed", f"the {pos_side} position on {inst.inst_id} is {pos.mgn_mode}")
+    for order in _orders_on(account, inst.inst_id):
+        if order.pos_side == pos_side and order.td_mode != mode:
+            raise Rejected("margin_mode_fixed", f"resting {order.td_mode} orders on {inst.inst_id} {pos_side}")
+    if pos_side == "net":
+        closing, opening = split(pos, is_buy, sz)
+        reduce = False
+    else:
+        reduce = (pos_side == "long") != is_buy
+        held = abs(pos.qty) if pos is not None else ZERO
+        if reduce and sz > held:
+            raise Rejected("exceeds_position", f"sz {fmt(sz)} is above the {pos_side} position {fmt(held)}")
+        closing, opening = (sz, ZERO) if reduce else (ZERO, sz)
+    if command.reduceOnly and opening:
+        raise Rejected("reduce_only_would_increase", f"sz {fmt(sz)} would open {fmt(opening)} contracts")
+    del closing
+    if not opening:
+        return OrderTerms(ZERO, pos_side, "", None, reduce)
+    lever = lever_of(account, inst, mode)
+    same = abs(pos.qty) if pos is not None and (pos.qty > 0) == is_buy else ZERO
+    pending = sum(
+        (o.remaining for o in _orders_on(account, inst.inst_id) if o.pos_side == pos_side and o.is_buy == is_buy),
+        ZERO,
+    )
+    cap = margin.perp_size_cap(inst.tiers, lever)
+    if same + pending + opening > cap:
+        shown = f"position would reach {fmt(same + pending + opening)} contracts, above {fmt(cap)} at {fmt(lever)}x"
+        raise Rejected("position_limit", shown)
+    notional = px * sz if px is not None else fill_notional
+    places = state.assets[inst.settle].decimals
+    im = margin.initial_margin(notional * inst.ct_val, lever, places)
+    if mode == "isolated":
+        bal = account.balances.get(inst.settle)
+        free = bal.cash - bal.frozen if bal else ZERO
+        if im <= 0 or free < im:
+            raise Rejected("insufficient_balance", f"initial margin {fmt(im)} {inst.settle}, {fmt(free)} available")
+        return OrderTerms(im, pos_side, inst.settle, lever, reduce)
+    failure = check_initial_margin(state, account, perp_im=im)
+    if failure is not None:
+        raise Rejected(*failure)
+    return OrderTerms(ZERO, pos_side, "", lever, reduce)
+
+
+def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
+    """Realise the closing part's P&L, open the position if needed, post the opening margin."""
+    state = ctx.state
+    acct = order.acct
+    account = state.accounts[acct]
+    key = (inst.inst_id, order.pos_side)
+    pos = account.perps.get(key)
+    closing, opening = split(pos, order.is_buy, sz)
+    settle = inst.settle
+    places = state.assets[settle].decimals
+    if closing and pos is not None:
+        long = pos.qty > 0
+        gain = closing * inst.ct_val * ((px - pos.avg_px) if long else (pos.avg_px - px))
+        pnl = round_down(gain, places)
+        released = ZERO
+        if pos.mgn_mode == "isolated":
+            left = pos.margin + pnl
+            if closing == abs(pos.qty):
+                released = max(ZERO, left)
+            elif left > 0:
+                released = round_down(DOWN.divide(left * closing, abs(pos.qty)), places)
+        ctx.emit(
+            ev.PnlRealised(
+                acct=acct, instId=inst.inst_id, posSide=order.pos_side, ccy=settle, amt=pnl, released=released
+            )
+        )
+        _make_whole(ctx, account, inst, pos)
+    if not opening:
+        return
+    if pos is None:
+        ctx.emit(
+            ev.PositionOpened(
+                acct=acct, instId=inst.inst_id, posSide=order.pos_side, mgnMode=order.td_mode, mgnCcy=settle,
+                long=order.is_buy,
+            )
+        )  # fmt: skip
+    if order.td_mode == "isolated":
+        value = margin.opening_value(opening * inst.ct_val, order.px, px, False)
+        posted = margin.initial_margin(order.filled_value + value, order.lever, places) - margin.initial_margin(
+            order.filled_value, order.lever, places
+        )
+        posted = min(posted, order.frozen)
+        if posted > 0:
+            ctx.emit(
+                ev.PositionMarginChanged(
+                    acct=acct, instId=inst.inst_id, posSide=order.pos_side, ccy=settle, amt=posted, reason="open",
+                    orderId=order.order_id,
+                )
+            )  # fmt: skip
+
+
+def _make_whole(ctx: Ctx, account: Account, inst: Instrument, pos: PerpPosition) -> None:
+    """Cross cash below zero is borrowed; an isolated margin below zero is a shortfall."""
+    if pos.mgn_mode == "isolated":
+        if pos.margin < 0:
+            cover_shortfall(ctx, account.acct, inst.settle, -pos.margin, inst.inst_id, pos.pos_side)
+        return
+    bal = account.balances.get(inst.settle)
+    if bal is not None and bal.cash < 0:
+        emit_borrow(ctx, account.acct, inst.settle, -bal.cash, auto=True)
+
+
+def after_fill(ctx: Ctx, order_id: int, acct: str, inst: Instrument, sz: Decimal, px: Decimal) -> None:
+    """After ``traded`` (fee taken): make cash/margin whole; release positions at zero size."""
+    account = ctx.state.accounts[acct]
+    for key, pos in list(account.perps.items()):
+        if key[0] != inst.inst_id:
+            continue
+        _make_whole(ctx, account, inst, pos)
+        if pos.qty == 0:
+            ctx.emit(ev.PositionReleased(acct=acct, instId=inst.inst_id, posSide=key[1], base=ZERO, quote=pos.margin))
+    ctx.touch(acct)
+
+
+def close_perp(ctx: Ctx, account: Account, inst: Instrument, mgn_mode: str, pos_side: str | None) -> None:
+    """``close_position`` of a perpetual: a market order for the whole size (reduce)."""
+    from engine.core.orders import submit_market_order
+
+    side = pos_side or "net"
+    pos = account.perps.get((inst.inst_id, side))
+    if pos is None or pos.mgn_mode != mgn_mode:
+        raise Rejected("no_position", f"{account.acct} has no {mgn_mode} {side} position on {inst.inst_id}")
+    submit_market_order(ctx, account, inst, pos.qty < 0, abs(pos.qty), "close", pos.mgn_mode, True, side)
+    ctx.touch(account.acct)
+
+
+def adjust_margin(ctx: Ctx, account: Account, inst: Instrument, command: cmd.AdjustMargin) -> None:
+    state = ctx.state
+    side = command.posSide
+    pos = account.perps.get((inst.inst_id, side))
+    if pos is None or pos.mgn_mode != "isolated":
+        raise Rejected("no_position", f"{account.acct} has no isolated {side} position on {inst.inst_id}")
+    if command.ccy is not None and command.ccy != inst.settle:
+        raise Rejected("margin_ccy_fixed", f"the position is margined in {inst.settle}, not {command.ccy}")
+    amt = amount(state, inst.settle, command.amt)
+    if command.action == "add":
+        bal = account.balances.get(inst.settle)
+        free = bal.cash - bal.frozen if bal else ZERO
+        if free < amt:
+            raise Rejected("insufficient_balance", f"add {fmt(amt)} {inst.settle}: {fmt(free)} available")
+    else:
+        mark = state.marks.get(inst.inst_id)
+        if mark is None:
+            raise Rejected("no_mark_price", f"reducing margin needs a mark price for {inst.inst_id}")
+        upl = margin.perp_upl(pos.qty, inst.ct_val, mark, pos.avg_px)
+        base_margin = margin.initial_margin(
+            abs(pos.qty) * inst.ct_val * pos.avg_px,
+            lever_of(account, inst, "isolated"),
+            state.assets[inst.settle].decimals,
+        )
+        most = min(pos.margin, margin.max_reducible(pos.margin, base_margin, upl, inst.reduce_margin_ratio))
+        if amt > most:
+            raise Rejected("exceeds_max_reducible", f"reduce {fmt(amt)}: at most {fmt(most)} can be removed")
+    ctx.emit(
+        ev.PositionMarginChanged(
+            acct=account.acct, instId=inst.inst_id, posSide=side, ccy=inst.settle, amt=amt, reason=command.action
+        )
+    )
+    ctx.touch(account.acct)
+
+
+def check_leverage(state: State, account: Account | None, inst: Instrument, mgn_mode: str, lever: Decimal) -> None:
+    """New leverage must allow the open position's size (tier cap), and for cross the account's
+    initial margin at the new leverage."""
+    if account is None:
+        return
+    for (inst_id, _), pos in account.perps.items():
+        if inst_id == inst.inst_id and pos.mgn_mode == mgn_mode:
+            cap = margin.perp_size_cap(inst.tiers, lever)
+            if abs(pos.qty) > cap:
+                raise Rejected("lever_above_tier", f"position {fmt(abs(pos.qty))} is above {fmt(cap)} at {fmt(lever)}x")
+    if mgn_mode == "cross" and (account.at_risk() or account.cross_out):
+        failure = check_initial_margin(state, account, lever=(inst.inst_id, lever))
+        if failure is not None:
+            raise Rejected(*failure)
+
+
+def settle_funding(ctx: Ctx, command: cmd.SettleFunding) -> None:
+    state = ctx.state
+    inst = state.instruments.get(command.instId)
+    if inst is None or inst.inst_type != "SWAP":
+        raise Rejected("unknown_instrument", f"instId {command.instId} is not a listed SWAP")
+    mark = state.marks.get(inst.inst_id)
+    if mark is None:
+        raise Rejected("no_mark_price", f"funding settles at the mark: no mark price for {inst.inst_id} yet")
+    rate = Decimal(command.fundingRate)
+    if abs(rate) >= ONE:
+        raise Rejected("invalid_fundingRate", f"fundingRate {command.fundingRate} must be within (-1, 1)")
+    places = state.assets[inst.settle].decimals
+    paid = received = ZERO
+    for acct in list(state.debtors):
+        account = state.accounts[acct]
+        for key, pos in list(account.perps.items()):
+            if key[0] != inst.inst_id or pos.qty == 0:
+                continue
+            owed = margin.funding_payment(pos.qty, inst.ct_val, mark, rate)
+            if owed > 0:
+                amt = round_up(owed, places)
+                paid += amt
+                signed = -amt
+            else:
+                amt = round_down(-owed, places)
+                received += amt
+                signed = amt
+            if not amt:
+                continue
+            ctx.emit(ev.FundingSettled(acct=acct, instId=inst.inst_id, posSide=key[1], ccy=inst.settle, amt=signed))
+            _make_whole(ctx, account, inst, pos)
+            ctx.touch(acct)
+    ctx.emit(ev.FundingResidual(instId=inst.inst_id, ccy=inst.settle, rate=rate, markPx=mark, amt=paid - received))
