@@ -49,18 +49,20 @@ from projections.risk_view import account_view, position_views
 from projections.views import PositionView
 
 #: Events that change no risk view.
-_INERT: Final = (ev.OrderRested, ev.InterestHourClosed, ev.CommandRejected, ev.OrderRejected)
+_INERT: Final = (ev.OrderRested, ev.InterestHourClosed, ev.CommandRejected, ev.OrderRejected, ev.FundingResidual)
 #: Events after which every account is re-rendered (tier tables, margin instruments, precisions).
 _REFERENCE: Final = (ev.AssetListed, ev.InstrumentListed, ev.InterestRateSet)
 
 
-class AlertView(msgspec.Struct, frozen=True):
+class AlertView(msgspec.Struct, frozen=True, omit_defaults=True):
     """One record of ``marginbook.alerts`` (key ``acct``).
 
     ``type``: ``margin_call`` (ratio ≤ 300 %), ``margin_call_cleared`` (back above 300 %, or no
     debt left: ``mgnRatio`` ``""``), ``liquidation_started`` (ratio ≤ 100 %),
     ``liquidation_finished`` (``mgnRatio`` after the liquidation, ``""`` without debt).
     ``mgnRatio`` is a decimal string shown like the risk view's (8 places, rounded down).
+    Alerts about an isolated position carry its ``instId`` and ``posSide`` (absent for the
+    cross account).
     """
 
     type: str
@@ -70,6 +72,8 @@ class AlertView(msgspec.Struct, frozen=True):
     mgnRatio: str
     #: Index of the event in its outcome: ``(seq, event)`` identifies an alert.
     event: int
+    instId: str = ""
+    posSide: str = ""
 
 
 _ALERT_TYPES: Final[dict[type, str]] = {
@@ -194,13 +198,23 @@ class Projector:
 
     def _alert(self, kind: str, outcome: ev.Outcome, index: int, event: ev.Event) -> Record:
         acct = getattr(event, "acct", "")
+        inst_id, pos_side = getattr(event, "instId", ""), getattr(event, "posSide", "")
         if isinstance(event, ev.LiquidationFinished):
-            # The event carries no ratio: the account's ratio after the whole outcome (the
-            # liquidation's repayments are later events of the same outcome, already folded).
-            ratio = account_view(self.state, self.state.accounts[acct]).mgnRatio
+            # The event carries no ratio: the ratio after the whole outcome (the liquidation's
+            # repayments are later events of the same outcome, already folded); a position
+            # closed by its liquidation has none.
+            account = self.state.accounts[acct]
+            if inst_id:
+                views = [v for v in position_views(self.state, account) if (v.instId, v.posSide) == (inst_id, pos_side)]
+                ratio = views[0].mgnRatio if views else ""
+            else:
+                ratio = account_view(self.state, account).mgnRatio
         else:
             ratio = ratio_text(getattr(event, "mgnRatio", None))
-        alert = AlertView(type=kind, seq=outcome.seq, ts=outcome.ts, acct=acct, mgnRatio=ratio, event=index)
+        alert = AlertView(
+            type=kind, seq=outcome.seq, ts=outcome.ts, acct=acct, mgnRatio=ratio, event=index, instId=inst_id,
+            posSide=pos_side,
+        )  # fmt: skip
         return Record("alerts", acct, encode_json(alert), outcome.seq, index)
 
     # --- publishing ---------------------------------------------------------------------------

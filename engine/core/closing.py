@@ -38,7 +38,7 @@ from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_repay
 from engine.core.isolated import cancel_position_orders, repay_from_holdings, settle_if_repaid, use_margin
-from engine.core.money import DOWN, NEAR, ONE, ZERO, div_up
+from engine.core.money import DOWN, NEAR, ONE, UP, ZERO, div_up
 from engine.core.orders import lot_ceil, lot_floor, sell_guard_refusal, submit_market_order, walk_book
 from engine.core.position_risk import iso_debt
 from engine.core.risk import close_buffer, price_of
@@ -187,26 +187,30 @@ def close_short(
 
 
 def size_for_proceeds(levels: Iterable[tuple[Decimal, Decimal]], need: Decimal, net_rate: Decimal) -> Decimal:
-    """Smallest size whose book-walk proceeds × ``net_rate`` reach ``need`` (or all there is)."""
+    """Smallest size whose book-walk proceeds × ``net_rate`` reach ``need`` (or all there is).
+
+    A sizing estimate (the caller rounds it up to whole lots): quotients are rounded up and the
+    running sums kept at 50 digits."""
     size = got = ZERO
     for price, available in levels:
         per_unit = price * net_rate
-        take = min(available, NEAR.divide(need - got, per_unit))
-        size += take
-        got += take * per_unit
+        take = min(available, UP.divide(need - got, per_unit))
+        size = UP.add(size, take)
+        got = NEAR.add(got, NEAR.multiply(take, per_unit))
         if got >= need:
             break
     return size
 
 
 def size_for_cost(levels: Iterable[tuple[Decimal, Decimal]], budget: Decimal) -> Decimal:
-    """Largest size the book sells for at most ``budget``, best price first."""
+    """Largest size the book sells for at most ``budget``, best price first (an estimate the
+    caller rounds down to whole lots: quotients rounded down, sums at 50 digits)."""
     size = ZERO
     left = budget
     for price, available in levels:
         take = min(available, DOWN.divide(left, price))
-        size += take
-        left -= take * price
+        size = DOWN.add(size, take)
+        left = UP.subtract(left, UP.multiply(take, price))
         if take < available:
             break
     return size

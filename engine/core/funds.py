@@ -106,7 +106,7 @@ def repay(ctx: Ctx, cmd: Repay) -> None:
 def emit_repay(ctx: Ctx, acct: str, ccy: str, pay: Decimal, reason: str) -> None:
     """Repay ``pay`` of the account's ``ccy`` debt: interest first, then principal."""
     bal = ctx.state.accounts[acct].balances[ccy]
-    interest = min(pay, bal.interest)
+    interest = min(pay, bal.interest) if bal.interest else ZERO
     ctx.emit(ev.Repaid(acct=acct, ccy=ccy, interest=interest, principal=pay - interest, reason=reason))
     ctx.touch(acct)
 

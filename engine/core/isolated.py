@@ -156,12 +156,13 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
     ctx.emit(ev.PositionBorrowed(acct=acct, instId=inst.inst_id, ccy=ccy, amt=amt))
 
 
-def after_closing_fill(ctx: Ctx, account: Account, inst: Instrument) -> None:
-    """Closing fill: repay from the proceeds; settle the position once nothing is owed."""
+def after_closing_fill(ctx: Ctx, account: Account, inst: Instrument, reason: str) -> None:
+    """Closing fill: repay from the proceeds (``reason`` ``close`` or ``liquidation``); settle
+    the position once nothing is owed."""
     pos = account.isolated.get(inst.inst_id)
     if pos is None:
         return
-    repay_from_holdings(ctx, account, inst, pos, "close")
+    repay_from_holdings(ctx, account, inst, pos, reason)
     settle_if_repaid(ctx, account, inst, pos)
 
 
@@ -178,7 +179,7 @@ def repay_from_holdings(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPo
     ccy = liab_ccy(inst, pos)  # pending closing orders freeze the other currency (pos ccy)
     pay = min(holding(inst, pos, ccy), iso_debt(pos))
     if pay > 0:
-        interest = min(pay, pos.interest)
+        interest = min(pay, pos.interest) if pos.interest else ZERO
         ctx.emit(
             ev.PositionRepaid(
                 acct=account.acct, instId=inst.inst_id, ccy=ccy, interest=interest, principal=pay - interest,

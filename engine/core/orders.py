@@ -214,13 +214,18 @@ def _before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Deci
         isolated.before_fill(ctx, order, inst, sz, px)
 
 
-def _after_fill(ctx: Ctx, order_id: int, td_mode: str, acct: str, inst: Instrument, sz: Decimal, px: Decimal) -> None:
+def _after_fill(
+    ctx: Ctx, order_id: int, td_mode: str, acct: str, inst: Instrument, sz: Decimal, px: Decimal, liquidation: bool
+) -> None:
+    """After ``traded``: SWAP settles cash/margin and releases flat positions; an isolated spot
+    closing fill repays from its proceeds."""
     if inst.inst_type == "SWAP":
         from engine.core import swap as perps
 
         perps.after_fill(ctx, order_id, acct, inst, sz, px)
     elif td_mode == "isolated":
-        isolated.after_closing_fill(ctx, ctx.state.accounts[acct], inst)
+        reason = "liquidation" if liquidation else "close"
+        isolated.after_closing_fill(ctx, ctx.state.accounts[acct], inst, reason)
 
 
 def _borrow_for_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
@@ -299,9 +304,9 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
                     )
                 )  # fmt: skip
         if maker_mode != "cash" and (maker_reduce or inst.inst_type == "SWAP"):
-            _after_fill(ctx, maker_id, maker_mode, maker.acct, inst, sz, px)
+            _after_fill(ctx, maker_id, maker_mode, maker.acct, inst, sz, px, False)
         if taker_mode != "cash" and (taker_reduce or inst.inst_type == "SWAP"):
-            _after_fill(ctx, taker_id, taker_mode, order.acct, inst, sz, px)
+            _after_fill(ctx, taker_id, taker_mode, order.acct, inst, sz, px, liquidation)
         ctx.touch(maker.acct)
         ctx.touch(order.acct)
 
