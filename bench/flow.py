@@ -30,6 +30,14 @@ Order sizes are a small share of the account's starting equity (0.5–6 % for re
 so most orders pass the initial-margin check and accounts stay far from liquidation unless the
 mark walks against an accumulated position.
 
+**Model** (``model``): ``spot`` (the default above: cash and cross spot margin) or ``full`` —
+the complete margin model of issue 3 on top of the same flow: a linear perpetual
+``BTC-USDT-SWAP`` (ctVal 0.01, OKX-style size tiers) quoted by the market makers in cross mode
+and traded by retail (70 % cross, 30 % isolated, one-way mode), ~15 % of retail spot orders in
+**isolated** margin (margin currency base or quote at random), and a ``settle_funding`` every
+8 hours of ``ts``. Comparing the two models on the same seed measures what the complete model
+costs per command.
+
 Usable as a script: ``python bench/flow.py -n 10000 --seed 1 > flow.jsonl`` writes a file that
 ``marginbook run`` folds.
 """
@@ -93,6 +101,8 @@ class InstSpec:
     mm_size: tuple[float, float]
     #: resting orders the flow steers the book towards (see ``FlowGenerator._limit``)
     target_depth: int
+    #: SWAP: contract value in base units (sizes are contracts: ``lot_dec`` 0); 0 for SPOT
+    ct_val: float = 0.0
 
 
 ASSETS: tuple[AssetSpec, ...] = (
@@ -155,6 +165,30 @@ INSTRUMENTS: tuple[InstSpec, ...] = (
         target_depth=800,
     ),
 )
+
+#: The perpetual of the ``full`` model; its tier rows are (maxSz, mmr, imr, maxLever).
+SWAP = InstSpec(
+    "BTC-USDT-SWAP",
+    "BTC",
+    "USDT",
+    tick_dec=1,
+    lot_dec=0,
+    min_lots=1,
+    start_px=650_000,
+    weight=0.35,
+    tiers=(
+        ("2000", "0.004", "0.01", "100", ""),
+        ("10000", "0.006", "0.02", "50", ""),
+        ("40000", "0.01", "0.05", "20", ""),
+    ),
+    mm_size=(2.0, 60.0),
+    target_depth=1_500,
+    ct_val=0.01,
+)
+FUNDING_MS = 8 * HOUR_MS
+#: ``full`` model: share of retail spot orders in isolated margin; of SWAP orders in isolated.
+ISOLATED_SPOT_SHARE = 0.15
+ISOLATED_SWAP_SHARE = 0.3
 
 MAKER_FEE = "0.0008"
 TAKER_FEE = "0.001"
@@ -285,26 +319,31 @@ class FlowStats:
 class FlowGenerator:
     """Builds the flow command by command; see the module docstring."""
 
-    def __init__(self, seed: int = 1, accounts: int = 1_000) -> None:
+    def __init__(self, seed: int = 1, accounts: int = 1_000, model: str = "spot") -> None:
         if accounts < 1:
             raise ValueError("need at least one account")
+        if model not in ("spot", "full"):
+            raise ValueError(f"model must be spot or full, got {model}")
+        self.full = model == "full"
+        self.insts: tuple[InstSpec, ...] = (*INSTRUMENTS, SWAP) if self.full else INSTRUMENTS
+        self.next_funding = (START_TS // FUNDING_MS + 1) * FUNDING_MS
         self.rng = random.Random(seed)
         self.ts = START_TS
         self.next_hour = (START_TS // HOUR_MS + 1) * HOUR_MS
         self._ids = itertools.count(1)
         self._ords = itertools.count(1)
-        self.marks = {inst.inst_id: inst.start_px for inst in INSTRUMENTS}
+        self.marks = {inst.inst_id: inst.start_px for inst in self.insts}
         self.mm_names = [f"mm{i + 1}" for i in range(MARKET_MAKERS)]
         self.accounts: list[_Account] = []
         self.n_accounts = accounts
-        self.books = {inst.inst_id: _ShadowBook() for inst in INSTRUMENTS}
+        self.books = {inst.inst_id: _ShadowBook() for inst in self.insts}
         self.retail_open: list[_Open] = []
         self.mm_ladders: dict[tuple[str, str], deque[_Open]] = {
-            (mm, inst.inst_id): deque() for mm in self.mm_names for inst in INSTRUMENTS
+            (mm, inst.inst_id): deque() for mm in self.mm_names for inst in self.insts
         }
         self.borrowed: list[tuple[str, str, str]] = []  # (acct, ccy, amt) of manual borrows
         self.stats = FlowStats()
-        self._inst_cum = list(itertools.accumulate(inst.weight for inst in INSTRUMENTS))
+        self._inst_cum = list(itertools.accumulate(inst.weight for inst in self.insts))
         self._acct_cum: list[float] = []
         kinds, weights = zip(*MIX, strict=True)
         self._kinds: tuple[str, ...] = kinds
@@ -329,12 +368,12 @@ class FlowGenerator:
         return max(1, round(self.marks[inst.inst_id] * (1.0 + rel)))
 
     def _lots(self, inst: InstSpec, notional: float, px: int) -> int:
-        """Lots worth ``notional`` USDT at ``px`` ticks, at least ``minSz``."""
-        price = px / 10**inst.tick_dec
+        """Lots (SWAP: contracts) worth ``notional`` USDT at ``px`` ticks, at least ``minSz``."""
+        price = px / 10**inst.tick_dec * (inst.ct_val or 1.0)
         return max(inst.min_lots, int(notional / price * 10**inst.lot_dec))
 
     def _pick_inst(self) -> InstSpec:
-        return INSTRUMENTS[bisect.bisect(self._inst_cum, self.rng.random() * self._inst_cum[-1])]
+        return self.insts[bisect.bisect(self._inst_cum, self.rng.random() * self._inst_cum[-1])]
 
     def _pick_account(self) -> _Account:
         return self.accounts[bisect.bisect(self._acct_cum, self.rng.random() * self._acct_cum[-1])]
@@ -365,6 +404,8 @@ class FlowGenerator:
         if px is not None:
             body["px"] = units(px, inst.tick_dec)
         body["tdMode"] = td_mode
+        if td_mode == "isolated" and not inst.ct_val:
+            body["ccy"] = inst.base if self.rng.random() < 0.5 else inst.quote
         line = self._cmd("place_" + ord_type, body)
         book = self.books[inst.inst_id]
         is_buy = side == "buy"
@@ -383,7 +424,7 @@ class FlowGenerator:
         rng = self.rng
         for asset in ASSETS:
             yield self._cmd("list_asset", {"type": "list_asset", "ccy": asset.ccy, "decimals": asset.decimals})
-        for inst in INSTRUMENTS:
+        for inst in INSTRUMENTS:  # SWAP, if any, after the SPOT instruments (see below)
             yield self._cmd(
                 "list_instrument",
                 {
@@ -411,11 +452,32 @@ class FlowGenerator:
                     ],
                 },
             )
+        if self.full:
+            yield self._cmd(
+                "list_instrument",
+                {
+                    "type": "list_instrument",
+                    "instId": SWAP.inst_id,
+                    "instType": "SWAP",
+                    "settleCcy": SWAP.quote,
+                    "ctVal": "0.01",
+                    "tickSz": units(1, SWAP.tick_dec),
+                    "lotSz": "1",
+                    "minSz": "1",
+                    "makerFee": "0.0002",
+                    "takerFee": "0.0005",
+                    "maxLever": "100",
+                    "tiers": [
+                        {"tier": i, "maxSz": size, "mmr": mmr, "imr": imr, "maxLever": lever}
+                        for i, (size, mmr, imr, lever, _) in enumerate(SWAP.tiers, start=1)
+                    ],
+                },
+            )
         for asset in ASSETS:
             yield self._cmd(
                 "set_interest_rate", {"type": "set_interest_rate", "ccy": asset.ccy, "dailyRate": asset.daily_rate}
             )
-        for inst in INSTRUMENTS:
+        for inst in self.insts:
             yield self._mark(inst)
         # Market makers: deep pockets in every asset.
         for mm in self.mm_names:
@@ -445,7 +507,7 @@ class FlowGenerator:
         self._acct_cum = list(itertools.accumulate(min(rng.paretovariate(1.3), 30.0) for _ in self.accounts))
         # Initial ladders: every market maker quotes MM_LEVELS levels per side per instrument.
         for mm in self.mm_names:
-            for inst in INSTRUMENTS:
+            for inst in self.insts:
                 for level in range(1, MM_LEVELS + 1):
                     for side in ("buy", "sell"):
                         yield self._quote(mm, inst, side, level, "limit")
@@ -474,6 +536,13 @@ class FlowGenerator:
                 self.next_hour += HOUR_MS
                 body = {"type": "accrue_interest"}
                 yield self._cmd("accrue_interest", body | {"id": f"accrue-{self.next_hour // HOUR_MS - 1}"}, False)
+                continue
+            if self.full and self.ts >= self.next_funding:
+                self.next_funding += FUNDING_MS
+                rate = f"{rng.uniform(-0.0003, 0.0003):.6f}"
+                yield self._cmd(
+                    "settle_funding", {"type": "settle_funding", "instId": SWAP.inst_id, "fundingRate": rate}
+                )
                 continue
             kind = self._kinds[bisect.bisect(self._kind_cum, rng.random() * self._kind_cum[-1])]
             yield handlers[kind]()
@@ -519,7 +588,12 @@ class FlowGenerator:
 
     def _td_mode(self, account: _Account, inst: InstSpec, side: str, lots: int, p_cross: float) -> str:
         """``cross`` with probability ``p_cross``; ``cash`` otherwise, if the account can pay
-        (a cash sell needs the base asset deposited)."""
+        (a cash sell needs the base asset deposited). ``full`` model: SWAP orders are cross or
+        isolated; a share of spot margin orders is isolated."""
+        if inst.ct_val:
+            return "isolated" if self.rng.random() < ISOLATED_SWAP_SHARE else "cross"
+        if self.full and self.rng.random() < ISOLATED_SPOT_SHARE:
+            return "isolated"
         if self.rng.random() < p_cross:
             return "cross"
         if side == "sell" and account.bases.get(inst.base, 0.0) * 0.3 < lots / 10**inst.lot_dec:
@@ -574,7 +648,7 @@ class FlowGenerator:
         return self._cmd("cancel_order", body)
 
     def _mark_move(self) -> bytes:
-        inst = INSTRUMENTS[self.rng.randrange(len(INSTRUMENTS))]
+        inst = self.insts[self.rng.randrange(len(self.insts))]
         mark = self.marks[inst.inst_id]
         pull = MARK_PULL * (inst.start_px / mark - 1.0)  # mean reversion keeps the walk in range
         step = self.rng.gauss(0.0, MARK_VOL) + pull
@@ -600,9 +674,11 @@ class FlowGenerator:
         return self._cmd("borrow", {"type": "borrow", "acct": account.name, "ccy": ccy, "amt": amt})
 
 
-def generate(n_commands: int, seed: int = 1, accounts: int = 1_000) -> tuple[list[bytes], FlowStats]:
+def generate(
+    n_commands: int, seed: int = 1, accounts: int = 1_000, model: str = "spot"
+) -> tuple[list[bytes], FlowStats]:
     """The first ``n_commands`` lines of the flow for ``seed`` (setup first, then the main flow)."""
-    gen = FlowGenerator(seed, accounts)
+    gen = FlowGenerator(seed, accounts, model)
     lines = list(itertools.islice(gen.setup(), n_commands))
     gen.stats.setup = len(lines)
     lines.extend(itertools.islice(gen.main(), n_commands - len(lines)))
@@ -624,8 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--commands", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--accounts", type=int, default=1_000)
+    parser.add_argument("--model", choices=("spot", "full"), default="spot")
     args = parser.parse_args(argv)
-    lines, _ = generate(args.commands, args.seed, args.accounts)
+    lines, _ = generate(args.commands, args.seed, args.accounts, args.model)
     out = sys.stdout.buffer
     for line in lines:
         out.write(line + b"\n")

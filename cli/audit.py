@@ -336,6 +336,7 @@ def cmd_conservation(args: argparse.Namespace) -> int:
                     "insurance": fmt(line.insurance),
                     "interest_income": fmt(line.interest_income),
                     "written_off": fmt(line.written_off),
+                    "clearing": fmt(line.clearing),
                     "held": fmt(line.held),
                     "difference": fmt(line.difference),
                     "first_seq": line.first_seq,
@@ -353,10 +354,10 @@ def cmd_conservation(args: argparse.Namespace) -> int:
         table = Table(
             title=title,
             caption="net balances = Σ accounts (cash and positions − liab − interest); difference = net balances"
-            " + fees + insurance + interest income − written off − (deposits − withdrawals)",
+            " + fees + insurance + interest income + clearing − written off − (deposits − withdrawals)",
         )
         columns = ["ccy", "deposits", "withdrawals", "net balances", "fees", "insurance", "interest income"]
-        columns += ["written off"]
+        columns += ["clearing", "written off"]
         columns += ["difference", "first at seq"]
         opening = any(line.opening for line in report.lines.values())
         if opening:
@@ -372,6 +373,7 @@ def cmd_conservation(args: argparse.Namespace) -> int:
                 fmt(line.fees),
                 fmt(line.insurance),
                 fmt(line.interest_income),
+                fmt(line.clearing),
                 fmt(line.written_off),
                 fmt(line.difference),
                 "" if line.first_seq is None else str(line.first_seq),

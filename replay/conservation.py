@@ -12,7 +12,8 @@ notional between buyer and seller and each fee from what its payer receives into
 (a negative fee is a rebate paid out of it); ``assets_taken_over`` moves cash into the insurance
 fund and ``insurance_fund_covered`` moves it back out to the account (never below zero), and
 ``debt_written_off`` pays the rest from the platform's written-off total (a source of funds: it is
-subtracted on the held side); a liquidation fee (``liquidation_fee_charged``) moves cash into the
+subtracted on the held side); ``pnl_realised`` moves perpetual P&L between the account and the
+clearing balance; a liquidation fee (``liquidation_fee_charged``) moves cash into the
 fund. Isolated positions (holdings, margin, debt) and perpetual margins count with their account
 (``engine.core.holdings``); position events name the account and currency they change. Frozen
 amounts are views of cash and do not count twice.
@@ -60,6 +61,8 @@ class CurrencyLine:
     interest_income: Decimal = ZERO
     #: Losses the platform wrote off when an insurance fund was empty (a source of funds).
     written_off: Decimal = ZERO
+    #: Perpetual clearing balance (realised P&L paid out of it, losses into it).
+    clearing: Decimal = ZERO
     #: Seq where the two sides first differed, and the difference then.
     first_seq: int | None = None
     first_difference: Decimal = ZERO
@@ -75,7 +78,7 @@ class CurrencyLine:
 
     @property
     def held(self) -> Decimal:
-        pools = _SUM.add(_SUM.add(self.fees, self.insurance), self.interest_income)
+        pools = _SUM.add(_SUM.add(_SUM.add(self.fees, self.insurance), self.interest_income), self.clearing)
         return _SUM.subtract(_SUM.add(self.net_balances, pools), self.written_off)
 
     @property
@@ -145,6 +148,7 @@ def _pools(report: ConservationReport, state: State, ccys: set[str] | list[str])
         line.insurance = state.insurance.get(ccy, ZERO)
         line.interest_income = state.interest_income.get(ccy, ZERO)
         line.written_off = state.written_off.get(ccy, ZERO)
+        line.clearing = state.clearing.get(ccy, ZERO)
 
 
 def _check_recount(report: ConservationReport, state: State, seq: int) -> None:
@@ -177,7 +181,15 @@ def conservation(
     for ccy, (cash, liab, interest) in _recount(state).items():
         line = report.line(ccy)
         line.cash, line.liab, line.interest = cash, liab, interest
-    _pools(report, state, set(state.fees) | set(state.insurance) | set(state.interest_income) | set(state.written_off))
+    _pools(
+        report,
+        state,
+        set(state.fees)
+        | set(state.insurance)
+        | set(state.interest_income)
+        | set(state.written_off)
+        | set(state.clearing),
+    )
     for line in report.lines.values():
         line.opening = line.held  # flows before a snapshot are unknown: both sides equal there
     for entry in entries:

@@ -256,6 +256,7 @@ def test_conservation_holds_with_the_hand_checked_totals(
         "insurance": "0",
         "interest_income": "6.00",
         "written_off": "516.00",
+        "clearing": "0",
         "held": "10990.00",
         "difference": "0.00",
         "first_seq": None,

@@ -37,7 +37,7 @@ from decimal import Decimal
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_repay
-from engine.core.isolated import cancel_position_orders, repay_from_holdings, settle_if_repaid, use_margin
+from engine.core.isolated import alive, cancel_position_orders, repay_from_holdings, settle_if_repaid, use_margin
 from engine.core.money import DOWN, NEAR, ONE, UP, ZERO, div_up
 from engine.core.orders import lot_ceil, lot_floor, sell_guard_refusal, submit_market_order, walk_book
 from engine.core.position_risk import iso_debt
@@ -162,6 +162,8 @@ def close_long(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition, s
     if size > 0:
         use_margin(ctx, account, inst, pos, inst.base, size - pos.base)
         submit_market_order(ctx, account, inst, False, size, purpose, td_mode="isolated", reduce=True)
+        if not alive(account, inst, pos):  # the fills repaid everything and released it
+            return
     use_margin(ctx, account, inst, pos, inst.quote, iso_debt(pos) - pos.quote)
     repay_from_holdings(ctx, account, inst, pos, purpose)
 
@@ -182,6 +184,8 @@ def close_short(
             _, cost = margin.book_walk(walk_book(inst, True, account.acct, None), size)
             use_margin(ctx, account, inst, pos, inst.quote, cost - pos.quote)
             submit_market_order(ctx, account, inst, True, size, purpose, td_mode="isolated", reduce=True)
+            if not alive(account, inst, pos):
+                return
     use_margin(ctx, account, inst, pos, inst.base, iso_debt(pos) - pos.base)
     repay_from_holdings(ctx, account, inst, pos, purpose)
 

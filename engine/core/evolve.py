@@ -254,6 +254,7 @@ def _pnl_realised(state: State, e: ev.PnlRealised) -> None:
         bal.cash += e.released
     else:
         bal.cash += e.amt
+    _add(state.clearing, e.ccy, -e.amt)
 
 
 def _funding_settled(state: State, e: ev.FundingSettled) -> None:

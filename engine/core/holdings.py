@@ -6,7 +6,11 @@ isolated margin (settlement currency); ``liab``/``interest`` add the positions' 
 amounts are part of cash. The conservation identity per currency is::
 
     deposits − withdrawals = Σ accounts (assets − liab − interest)
-                             + fees + insurance funds + interest income − written off
+                             + fees + insurance funds + interest income + perpetual clearing
+                             − written off
+
+(``pools``). The perpetual clearing balance (``State.clearing``) pays realised P&L out and takes
+realised losses in; it is what open perpetual positions will settle among themselves.
 """
 
 from __future__ import annotations
@@ -49,3 +53,15 @@ def currencies(state: State, account: Account) -> list[str]:
     for inst_id, _ in account.perps:
         found[state.instruments[inst_id].settle] = None
     return list(found)
+
+
+def pools(state: State, ccy: str) -> Decimal:
+    """The platform side of the identity in ``ccy``: fees + insurance + interest income +
+    perpetual clearing − written off."""
+    return (
+        state.fees.get(ccy, ZERO)
+        + state.insurance.get(ccy, ZERO)
+        + state.interest_income.get(ccy, ZERO)
+        + state.clearing.get(ccy, ZERO)
+        - state.written_off.get(ccy, ZERO)
+    )

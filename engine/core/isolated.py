@@ -212,8 +212,15 @@ def cancel_position_orders(ctx: Ctx, account: Account, inst_id: str, reason: str
             )  # fmt: skip
 
 
+def alive(account: Account, inst: Instrument, pos: IsoPosition) -> bool:
+    """Is ``pos`` still the account's open position (a closing fill may have released it)?"""
+    return account.isolated.get(inst.inst_id) is pos
+
+
 def settle_if_repaid(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition) -> bool:
     """Nothing owed: cancel the position's closing orders and return everything it holds."""
+    if not alive(account, inst, pos):
+        return True
     if iso_debt(pos) > 0:
         return False
     cancel_position_orders(ctx, account, inst.inst_id, "position_closed", closing_only=True)

@@ -32,9 +32,16 @@ from decimal import Decimal
 from engine.core import position_risk
 from engine.core.closing import close_long, close_short, long_close_size, size_for_proceeds
 from engine.core.context import Ctx
-from engine.core.isolated import POS_SIDE, cancel_position_orders, repay_from_holdings, settle_if_repaid, use_margin
+from engine.core.isolated import (
+    POS_SIDE,
+    alive,
+    cancel_position_orders,
+    repay_from_holdings,
+    settle_if_repaid,
+    use_margin,
+)
 from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, display_ratio, spot_tier_limit
-from engine.core.money import ONE, div_up
+from engine.core.money import ONE, ZERO, div_up
 from engine.core.orders import lot_ceil, lot_floor, submit_market_order, walk_book
 from engine.core.shortfall import cover_shortfall
 from engine.core.state import Account, Instrument, IsoPosition
@@ -93,6 +100,8 @@ def _step_down(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition) -
             size = lot_floor(inst, min(size, pos.base))
             if size > 0:
                 submit_market_order(ctx, account, inst, False, size, "liquidation", td_mode="isolated", reduce=True)
+                if not alive(account, inst, pos):
+                    return True
     else:
         need = before - target - pos.base
         if need > 0:
@@ -102,6 +111,8 @@ def _step_down(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition) -
             size = min(gross, affordable)
             if size > 0:
                 submit_market_order(ctx, account, inst, True, size, "liquidation", td_mode="isolated", reduce=True)
+                if not alive(account, inst, pos):
+                    return True
     repay_from_holdings(ctx, account, inst, pos, "liquidation")
     return position_risk.iso_debt(pos) < before
 
@@ -121,6 +132,8 @@ def liquidate_isolated(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPos
     for _ in range(64):
         if not _step_down(ctx, account, inst, pos):
             break
+        if not alive(account, inst, pos):
+            break
         after = position_risk.isolated_spot(inst, pos, state.marks[inst.inst_id]).ratio
         if after is None or after > LIQUIDATION_RATIO:
             ctx.emit(ev.LiquidationFinished(acct=acct, **scope))
@@ -128,11 +141,13 @@ def liquidate_isolated(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPos
             ctx.touch(acct)
             return
     fee_rate = inst.taker_fee + inst.liq_fee
-    if pos.long:
+    if not alive(account, inst, pos):
+        pass
+    elif pos.long:
         close_long(ctx, account, inst, pos, long_close_size(account, inst, pos, fee_rate), "liquidation")
     else:
         close_short(ctx, account, inst, pos, fee_rate, "liquidation")
-    debt = position_risk.iso_debt(pos)
+    debt = position_risk.iso_debt(pos) if alive(account, inst, pos) else ZERO
     if debt > 0:
         liab = inst.quote if pos.long else inst.base
         other = inst.base if pos.long else inst.quote

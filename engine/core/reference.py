@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
-from engine.core.money import ONE, exponent_places, fmt, is_multiple
+from engine.core.money import ONE, ZERO, exponent_places, fmt, is_multiple
 from engine.core.risk import check_initial_margin
 from engine.core.state import Account, Instrument
 from events import journal as ev
@@ -132,21 +132,25 @@ def set_leverage(ctx: Ctx, cmd: SetLeverage) -> None:
 
 def _check_isolated_leverage(account: Account | None, inst: Instrument, lever: Decimal) -> None:
     """Isolated spot leverage applies to new exposure; it must not exceed the ``maxLever`` of
-    the tier the open position's debt sits in, and that debt (plus what resting opening orders
-    would borrow) must fit the tier cap at the new leverage (§1.8)."""
-    pos = account.isolated.get(inst.inst_id) if account is not None else None
-    if account is None or pos is None:
+    the tier the open position's debt is in, and that debt plus what resting opening orders
+    would borrow must fit the tier cap at the new leverage (§1.8)."""
+    if account is None:
         return
-    debt = pos.liab + pos.interest
-    row = margin.spot_tier_for_debt(inst.tiers, debt, not pos.long)
-    if lever > row.max_lever:
-        raise Rejected(
-            "lever_above_tier", f"lever {fmt(lever)} is above tier {row.tier}'s maxLever {fmt(row.max_lever)}"
-        )
+    pos = account.isolated.get(inst.inst_id)
+    debt = pos.liab + pos.interest if pos is not None else ZERO
+    long = pos.long if pos is not None else None
+    if pos is not None:
+        row = margin.spot_tier_for_debt(inst.tiers, debt, not pos.long)
+        if lever > row.max_lever:
+            shown = f"lever {fmt(lever)} is above tier {row.tier}'s maxLever {fmt(row.max_lever)}"
+            raise Rejected("lever_above_tier", shown)
     for order in account.orders.values():
         if order.inst_id == inst.inst_id and order.td_mode == "isolated" and not order.reduce:
             debt += order.remaining * order.px if order.is_buy and order.px is not None else order.remaining
-    cap = margin.spot_borrow_cap(inst.tiers, lever, not pos.long)
+            long = order.is_buy
+    if long is None:
+        return
+    cap = margin.spot_borrow_cap(inst.tiers, lever, not long)
     if debt > cap:
         raise Rejected("borrow_limit", f"position debt {fmt(debt)} is above the limit {fmt(cap)} at {fmt(lever)}x")
 

@@ -137,6 +137,7 @@ class Snapshot(msgspec.Struct):
     seen_ids: list[str]
     last_interest_hour: int
     written_off: list[tuple[str, Decimal]]
+    clearing: list[tuple[str, Decimal]]
 
 
 _encoder = msgspec.msgpack.Encoder(decimal_format="string")
@@ -244,6 +245,7 @@ def capture(state: State) -> Snapshot:
         seen_ids=sorted(state.seen_ids),
         last_interest_hour=state.last_interest_hour,
         written_off=_pairs(state.written_off),
+        clearing=_pairs(state.clearing),
     )
 
 
@@ -341,4 +343,5 @@ def restore(data: bytes) -> State:
     state.seen_ids = set(snap.seen_ids)
     state.last_interest_hour = snap.last_interest_hour
     state.written_off = dict(snap.written_off)
+    state.clearing = dict(snap.clearing)
     return state

@@ -350,6 +350,7 @@ class State:
     __slots__ = (
         "accounts",
         "assets",
+        "clearing",
         "debtors",
         "fees",
         "instruments",
@@ -391,6 +392,11 @@ class State:
         self.interest_income: dict[str, Decimal] = {}
         #: Losses no insurance fund could cover, per ccy (≥ 0): the platform wrote them off.
         self.written_off: dict[str, Decimal] = {}
+        #: Perpetual clearing balance per settlement ccy: realised P&L is paid out of it and
+        #: realised losses paid into it. With every open contract matched by an opposite one,
+        #: it equals ``−Σ open q·ctVal·E`` up to the rounding of P&L (toward −∞) and of
+        #: average entries — the money the open positions will settle among themselves.
+        self.clearing: dict[str, Decimal] = {}
         #: Like ``watch`` for isolated and SWAP positions: key ``acct␟instId␟posSide``, band key
         #: ``@instId`` (cache, not in snapshots).
         self.pos_watch = RiskWatch()

@@ -25,10 +25,12 @@ cross SWAP order.
 
 **Fills** (in this order): the closing part realises P&L ``closed·ctVal·(px − E)`` (long; mirror
 for short) rounded toward −∞ (``pnl_realised``) — cross: to the account's cash; isolated: to the
-margin, of which the share closed returns to the account; then the opening part's margin
+margin, and on a partial close the closed share of the margin (``M·closed/|q|``, rounded down)
+plus that P&L returns to the account, so the rest keeps its ratio (a full close returns the
+margin left after the fee when the position is released); then the opening part's margin
 (isolated); then ``traded``, whose fold re-averages the entry on increases and takes the fee
 (settlement currency, on the notional) from the cross cash or the isolated margin. A cross
-account whose settlement cash goes below zero borrows the difference (auto-borrow, as any cross
+account whose settlement cash falls below what its cash orders froze borrows the difference (auto-borrow, as any cross
 debt: it bears interest); an isolated margin below zero is a shortfall covered by the insurance
 fund (``engine.core.shortfall``). A position at zero size is released (its margin returns).
 
@@ -167,12 +169,12 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
         gain = closing * inst.ct_val * ((px - pos.avg_px) if long else (pos.avg_px - px))
         pnl = round_down(gain, places)
         released = ZERO
-        if pos.mgn_mode == "isolated":
-            left = pos.margin + pnl
-            if closing == abs(pos.qty):
-                released = max(ZERO, left)
-            elif left > 0:
-                released = round_down(DOWN.divide(left * closing, abs(pos.qty)), places)
+        if pos.mgn_mode == "isolated" and closing < abs(pos.qty):
+            # the closed share of the margin plus the closed part's P&L returns to the account,
+            # so the rest of the position keeps its ratio; a full close returns what is left
+            # after the fee (``position_released``)
+            share = round_down(DOWN.divide(pos.margin * closing, abs(pos.qty)), places)
+            released = max(ZERO, share + pnl)
         ctx.emit(
             ev.PnlRealised(
                 acct=acct, instId=inst.inst_id, posSide=order.pos_side, ccy=settle, amt=pnl, released=released
@@ -204,14 +206,15 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
 
 
 def _make_whole(ctx: Ctx, account: Account, inst: Instrument, pos: PerpPosition) -> None:
-    """Cross cash below zero is borrowed; an isolated margin below zero is a shortfall."""
+    """Cross cash below what resting cash orders froze is borrowed (free cash never goes
+    negative); an isolated margin below zero is a shortfall."""
     if pos.mgn_mode == "isolated":
         if pos.margin < 0:
             cover_shortfall(ctx, account.acct, inst.settle, -pos.margin, inst.inst_id, pos.pos_side)
         return
     bal = account.balances.get(inst.settle)
-    if bal is not None and bal.cash < 0:
-        emit_borrow(ctx, account.acct, inst.settle, -bal.cash, auto=True)
+    if bal is not None and bal.cash < bal.frozen:
+        emit_borrow(ctx, account.acct, inst.settle, bal.frozen - bal.cash, auto=True)
 
 
 def after_fill(ctx: Ctx, order_id: int, acct: str, inst: Instrument, sz: Decimal, px: Decimal) -> None:
