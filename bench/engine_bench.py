@@ -336,6 +336,10 @@ def outcome_stats(engine: Engine, commands: Sequence[cmd.Command], outcomes: Ite
         "resting_by_instrument": {inst_id: len(inst.book) for inst_id, inst in state.instruments.items()},
         "accounts": len(state.accounts),
         "accounts_with_debt": debtors,
+        "isolated_positions": sum(len(a.isolated) for a in state.accounts.values()),
+        "perp_positions": sum(len(a.perps) for a in state.accounts.values()),
+        "positions_opened": events["position_opened"],
+        "funding_settlements": events["funding_residual"],
         "margin_calls_raised": events["margin_call_raised"],
         "margin_calls_cleared": events["margin_call_cleared"],
         "accounts_in_margin_call": sum(a.margin_call for a in state.accounts.values()),
@@ -466,6 +470,12 @@ def render(console: Console, r: dict[str, Any]) -> None:
         f"{o['margin_calls_raised']:,} / {o['margin_calls_cleared']:,} ({o['accounts_in_margin_call']:,})",
     )
     q.add_row("liquidations", _n(o["liquidations"]))
+    if o.get("positions_opened"):
+        q.add_row(
+            "isolated + perpetual positions opened (open at end: isolated, perpetual)",
+            f"{o['positions_opened']:,} ({o['isolated_positions']:,}, {o['perp_positions']:,})",
+        )
+        q.add_row("funding settlements", _n(o["funding_settlements"]))
     console.print(q)
 
     rej = Table(title="Rejections by reason", title_justify="left")
@@ -508,7 +518,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     accounts = args.accounts if args.accounts is not None else (SMOKE_ACCOUNTS if args.smoke else 1_000)
 
     t0 = time.perf_counter()
-    lines, fstats = flow.generate(n, args.seed, accounts)
+    lines, fstats = flow.generate(n, args.seed, accounts, args.model)
     generate_s = time.perf_counter() - t0
     console.log(f"generated {len(lines):,} commands in {generate_s:.2f} s")
 
@@ -538,6 +548,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "commands": len(lines),
             "seed": args.seed,
             "accounts": accounts,
+            "model": args.model,
             "setup_commands": fstats.setup,
             "main_commands": fstats.main,
             "by_kind": fstats.by_kind,
@@ -576,6 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=None, help="retail accounts (default 1,000)")
     parser.add_argument("--json-out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--profile", action="store_true", help="also profile a step pass (top 25 by tottime)")
+    parser.add_argument(
+        "--model",
+        choices=("spot", "full"),
+        default="spot",
+        help="flow mix: spot (cash + cross spot margin) or full (adds isolated margin, perpetuals, funding)",
+    )
     args = parser.parse_args(argv)
 
     console = Console(width=None if sys.stdout.isatty() else 140)

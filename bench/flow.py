@@ -52,6 +52,7 @@ import itertools
 import math
 import random
 import sys
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -590,8 +591,8 @@ class FlowGenerator:
         """``cross`` with probability ``p_cross``; ``cash`` otherwise, if the account can pay
         (a cash sell needs the base asset deposited). ``full`` model: SWAP orders are cross or
         isolated; a share of spot margin orders is isolated."""
-        if inst.ct_val:
-            return "isolated" if self.rng.random() < ISOLATED_SWAP_SHARE else "cross"
+        if inst.ct_val:  # each account keeps one margin mode on the perpetual (it is fixed per position)
+            return "isolated" if zlib.crc32(account.name.encode()) % 100 < ISOLATED_SWAP_SHARE * 100 else "cross"
         if self.full and self.rng.random() < ISOLATED_SPOT_SHARE:
             return "isolated"
         if self.rng.random() < p_cross:

@@ -30,7 +30,7 @@ class InvariantBroken(RuntimeError):
 
 
 class Ctx:
-    __slots__ = ("changed", "events", "seq", "state", "touched", "ts")
+    __slots__ = ("changed", "events", "liquidated", "seq", "state", "touched", "ts")
 
     def __init__(self, state: State, seq: int, ts: int) -> None:
         self.state = state
@@ -42,6 +42,9 @@ class Ctx:
         self.touched: dict[str, None] = {}
         #: Every account touched by the command (invariant checks).
         self.changed: dict[str, None] = {}
+        #: Accounts and positions liquidated by this command: liquidated at most once per
+        #: command (what the book could not absorb is retried at a later command).
+        self.liquidated: set[str] = set()
 
     def emit(self, event: ev.Event) -> None:
         self.events.append(event)

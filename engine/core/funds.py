@@ -59,7 +59,7 @@ def withdraw(ctx: Ctx, cmd: Withdraw) -> None:
     free = bal.cash - bal.frozen if bal else ZERO
     if free < amt:
         raise Rejected("insufficient_balance", f"withdraw {amt} {cmd.ccy}: {free} available")
-    if account.has_debt() or account.cross_out:
+    if account.at_risk() or account.cross_out:  # cross debt or cross perpetuals (their uPnL counts)
         failure = check_initial_margin(state, account, out={cmd.ccy: amt})
         if failure is not None:
             raise Rejected(*failure)

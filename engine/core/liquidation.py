@@ -84,9 +84,10 @@ def evaluate_cross(ctx: Ctx, acct: str, retry: bool = True) -> None:
         if not account.margin_call:
             ctx.emit(ev.MarginCallRaised(acct=acct, mgnRatio=_shown(ratio)))
         if ratio <= LIQUIDATION_RATIO:
-            if not retry:  # contracts the book could not absorb: retried at the next evaluation
+            if not retry or acct in ctx.liquidated:  # what the book could not absorb: next command
                 state.watch.forget(acct)
                 return
+            ctx.liquidated.add(acct)
             liquidate(ctx, account, ratio)
             if account.margin_call and not account.at_risk():
                 ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=None))
@@ -104,6 +105,13 @@ def _shown(ratio: Decimal) -> Decimal:
     shown = display_ratio(ratio)
     assert shown is not None
     return shown
+
+
+def _free(account: Account, ccy: str) -> Decimal:
+    """Cash not frozen: isolated opening orders keep their frozen margin through a cross
+    liquidation (their positions are apart), so the cross side pays only with free cash."""
+    bal = account.balances[ccy]
+    return bal.cash - bal.frozen
 
 
 def _owed(account: Account, ccy: str) -> Decimal:
@@ -138,7 +146,7 @@ def _reduce_debt(ctx: Ctx, account: Account, ccy: str, target: Decimal) -> bool:
     places = state.assets[ccy].decimals
     if ccy == state.valuation_ccy:
         for held, bal in list(account.balances.items()):
-            need = _owed(account, ccy) - target - account.balances[ccy].cash
+            need = _owed(account, ccy) - target - _free(account, ccy)
             if need <= 0:
                 break
             price = price_of(state, held)
@@ -146,16 +154,16 @@ def _reduce_debt(ctx: Ctx, account: Account, ccy: str, target: Decimal) -> bool:
                 continue
             inst = state.instruments[state.price_inst[held]]
             net = ONE - inst.taker_fee - inst.liq_fee
-            qty = min(lot_ceil(inst, div_up(need, price * net, places)), lot_floor(inst, bal.cash))
+            qty = min(lot_ceil(inst, div_up(need, price * net, places)), lot_floor(inst, bal.cash - bal.frozen))
             if qty > 0:
                 submit_liquidation_order(ctx, account, inst, False, qty)
     elif ccy in state.price_inst:
-        need = _owed(account, ccy) - target - account.balances[ccy].cash
+        need = _owed(account, ccy) - target - _free(account, ccy)
         if need > 0:
             inst = state.instruments[state.price_inst[ccy]]
             gross = div_up(need, ONE - inst.taker_fee - inst.liq_fee, places)
             submit_liquidation_order(ctx, account, inst, True, lot_ceil(inst, gross))
-    pay = min(account.balances[ccy].cash, _owed(account, ccy) - target)
+    pay = min(_free(account, ccy), _owed(account, ccy) - target)
     if pay > 0:
         emit_repay(ctx, acct, ccy, pay, "liquidation")
     return _owed(account, ccy) < before
@@ -196,30 +204,29 @@ def liquidate(ctx: Ctx, account: Account, ratio: Decimal) -> None:
             close_at_market(ctx, account, state.instruments[key[0]], pos)
     others = [ccy for ccy in account.balances if ccy != valuation and ccy in state.price_inst]
     for ccy in others:
-        bal = account.balances[ccy]
-        short = _owed(account, ccy) - bal.cash
+        short = _owed(account, ccy) - _free(account, ccy)
         if short > 0:
             inst = state.instruments[state.price_inst[ccy]]
             gross = div_up(short, ONE - inst.taker_fee - inst.liq_fee, state.assets[ccy].decimals)
             submit_liquidation_order(ctx, account, inst, True, lot_ceil(inst, gross))
-        pay = min(bal.cash, _owed(account, ccy))
+        pay = min(_free(account, ccy), _owed(account, ccy))
         if pay > 0:
             emit_repay(ctx, acct, ccy, pay, "liquidation")
     for ccy in others:
         inst = state.instruments[state.price_inst[ccy]]
-        qty = lot_floor(inst, account.balances[ccy].cash)
+        qty = lot_floor(inst, _free(account, ccy))
         if qty > 0:
             submit_liquidation_order(ctx, account, inst, False, qty)
     if valuation is not None and valuation in account.balances:
-        pay = min(account.balances[valuation].cash, _owed(account, valuation))
+        pay = min(_free(account, valuation), _owed(account, valuation))
         if pay > 0:
             emit_repay(ctx, acct, valuation, pay, "liquidation")
     if account.has_debt():
-        for ccy, bal in list(account.balances.items()):
-            if ccy != valuation and bal.cash > 0 and _owed(account, ccy) < bal.cash:
-                ctx.emit(ev.AssetsTakenOver(acct=acct, ccy=ccy, amt=bal.cash - _owed(account, ccy)))
         for ccy in list(account.balances):
-            remaining = _owed(account, ccy) - account.balances[ccy].cash
+            if ccy != valuation and _owed(account, ccy) < _free(account, ccy):
+                ctx.emit(ev.AssetsTakenOver(acct=acct, ccy=ccy, amt=_free(account, ccy) - _owed(account, ccy)))
+        for ccy in list(account.balances):
+            remaining = _owed(account, ccy) - _free(account, ccy)
             cover_shortfall(ctx, acct, ccy, remaining)
             owed = _owed(account, ccy)
             if owed > 0:

@@ -129,7 +129,7 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
         _cancel(ctx, order, "fok")
         return
     match(ctx, order, inst)
-    if order.remaining:
+    if order.remaining and order_id in state.orders:  # (a reduce-only order may be gone)
         if cmd.ordType in ("limit", "post_only"):
             ctx.emit(ev.OrderRested(orderId=order_id, sz=order.remaining))
         else:
@@ -228,6 +228,23 @@ def _after_fill(
         isolated.after_closing_fill(ctx, ctx.state.accounts[acct], inst, reason)
 
 
+def _capped(ctx: Ctx, taker: Order, maker: Order, inst: Instrument, sz: Decimal) -> Decimal:
+    """Cap a SWAP fill by the reduce-only orders' positions; an order with nothing left to
+    reduce is canceled (reason ``reduce_only``). Returns the size to fill (0: none now)."""
+    from engine.core.swap import reduce_cap
+
+    state = ctx.state
+    for order in (maker, taker):
+        cap = reduce_cap(state, order, inst)
+        if cap is None:
+            continue
+        if not cap:
+            _cancel(ctx, order, "reduce_only")
+            return ZERO
+        sz = min(sz, cap)
+    return sz
+
+
 def _borrow_for_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
     """Cross orders borrow at fill whatever the account's free cash does not cover."""
     ccy, need = (inst.quote, px * sz) if order.is_buy else (inst.base, sz)
@@ -255,6 +272,12 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
             _cancel(ctx, maker, "self_trade")
             continue
         sz = min(order.remaining, maker.remaining)
+        if inst.inst_type == "SWAP":
+            sz = _capped(ctx, order, maker, inst, sz)
+            if not sz:
+                if not order.remaining or order.order_id not in state.orders:
+                    break
+                continue
         if maker.td_mode != "cash":
             _before_fill(ctx, maker, inst, sz, px)
             ctx.touch(maker.acct)
@@ -381,7 +404,7 @@ def submit_market_order(
     order = state.orders[order_id]
     match(ctx, order, inst, liquidation=purpose in ("liq", "liquidation"))
     filled = order.sz - order.remaining
-    if order.remaining:
+    if order.remaining and order_id in state.orders:
         _cancel(ctx, order, "ioc")
     return filled
 

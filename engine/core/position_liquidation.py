@@ -75,6 +75,9 @@ def evaluate_isolated(ctx: Ctx, account: Account, inst_id: str) -> None:
             ctx.emit(ev.MarginCallRaised(acct=account.acct, mgnRatio=_shown(ratio), **scope))
         if ratio <= LIQUIDATION_RATIO:
             state.pos_watch.forget(key)
+            if key in ctx.liquidated:
+                return
+            ctx.liquidated.add(key)
             liquidate_isolated(ctx, account, inst, pos, ratio)
             if inst_id in account.isolated:
                 evaluate_isolated(ctx, account, inst_id)

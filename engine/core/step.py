@@ -82,7 +82,8 @@ def _mark_price(ctx: Ctx, command: cmd.MarkPrice) -> None:
             found.update(dict.fromkeys(state.watch.crossed(key, mark, lambda a: _holds_position(accounts[a], inst_id))))
         for pos_key in state.pos_watch.crossed(key, mark, lambda k: k.split(SEP)[1] == inst_id):
             found[pos_key.split(SEP)[0]] = None
-    for acct in sorted(found, key=debtors.__getitem__):
+    # a band left behind by a position since closed (its account no longer exposed) is stale
+    for acct in sorted((a for a in found if a in debtors), key=debtors.__getitem__):
         ctx.touch(acct)
 
 

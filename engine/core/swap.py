@@ -127,9 +127,12 @@ def order_terms(
     if command.reduceOnly and opening:
         raise Rejected("reduce_only_would_increase", f"sz {fmt(sz)} would open {fmt(opening)} contracts")
     del closing
-    if not opening:
-        return OrderTerms(ZERO, pos_side, "", None, reduce)
     lever = lever_of(account, inst, mode)
+    if command.reduceOnly or reduce:
+        # never opens: a fill is capped at the position's size when it happens (``reduce_cap``)
+        return OrderTerms(ZERO, pos_side, "", lever, True)
+    if not opening and mode == "cross":
+        return OrderTerms(ZERO, pos_side, "", lever, False)
     same = abs(pos.qty) if pos is not None and (pos.qty > 0) == is_buy else ZERO
     pending = sum(
         (o.remaining for o in _orders_on(account, inst.inst_id) if o.pos_side == pos_side and o.is_buy == is_buy),
@@ -139,6 +142,8 @@ def order_terms(
     if same + pending + opening > cap:
         shown = f"position would reach {fmt(same + pending + opening)} contracts, above {fmt(cap)} at {fmt(lever)}x"
         raise Rejected("position_limit", shown)
+    # isolated net-mode orders freeze margin for their whole size: the position may have shrunk
+    # by the time they fill, so that more of the order opens than at placement
     notional = px * sz if px is not None else fill_notional
     places = state.assets[inst.settle].decimals
     im = margin.initial_margin(notional * inst.ct_val, lever, places)
@@ -152,6 +157,17 @@ def order_terms(
     if failure is not None:
         raise Rejected(*failure)
     return OrderTerms(ZERO, pos_side, "", lever, reduce)
+
+
+def reduce_cap(state: State, order: Order, inst: Instrument) -> Decimal | None:
+    """A reduce(-only) SWAP order fills at most the size of the position it reduces, at the time
+    of the fill (it never opens or flips); ``None`` for other orders."""
+    if not order.reduce:
+        return None
+    pos = state.accounts[order.acct].perps.get((inst.inst_id, order.pos_side))
+    if pos is None or not pos.qty or (pos.qty > 0) == order.is_buy:
+        return ZERO
+    return abs(pos.qty)
 
 
 def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:

@@ -65,7 +65,8 @@ def evaluate_perp(ctx: Ctx, account: Account, inst_id: str, pos_side: str, retry
             ctx.emit(ev.MarginCallRaised(acct=account.acct, mgnRatio=_shown(ratio), **scope))
         if ratio <= LIQUIDATION_RATIO:
             state.pos_watch.forget(wkey)
-            if retry:
+            if retry and wkey not in ctx.liquidated:  # once per command; the rest at a later one
+                ctx.liquidated.add(wkey)
                 liquidate_perp(ctx, account, inst, pos, ratio)
                 evaluate_perp(ctx, account, inst_id, pos_side, retry=False)
             return
