@@ -225,12 +225,13 @@ class Projector:
         state = self.state
         exposed: dict[str, int] = {}
         for inst_id, seq in self._marked.items():
-            base = state.instruments[inst_id].base
-            exposed[base] = max(seq, exposed.get(base, 0))
+            inst = state.instruments[inst_id]
+            if inst.inst_type == "SPOT":  # a SWAP mark moves only the accounts with positions on it
+                exposed[inst.base] = max(seq, exposed.get(inst.base, 0))
         result: dict[str, int] = {}
         for acct, account in state.accounts.items():
             seq = max(self._everything, dirty.get(acct, 0))
-            if exposed:
+            if self._marked:
                 for ccy in account.balances:
                     seq = max(seq, exposed.get(ccy, 0))
                 for inst_id in account.positions:

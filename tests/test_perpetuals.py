@@ -427,18 +427,21 @@ def _e21(mark: str) -> tuple[Harness, ev.Outcome]:
     to ``mark``.
 
     Tier 4 (m + f = 0.0255): MR0 = (M + 300·(P − 60,000))/(300·P·0.0255) ≤ 1 ⇔ P ≤ 58,149.48.
-    Step 1 — close 5,000 down to tier 3's maxSz 25,000: released 1,000,000·5,000/30,000
-      = 166,666.66666666 (down), fee 1,500 ⇒ M1 = 831,833.33333334;
-      MR1 = (M1 + 250·(P − 60,000))/(250·P·0.0205) (tier 3, m + f = 0.0205).
-    Step 2 — if MR1 ≤ 1, close 22,500 down to tier 2's maxSz 2,500: released
-      M1·22,500/25,000 = 748,650.00000000, fee 6,750 ⇒ M2 = 76,433.33333334;
+    Step 1 — close 5,000 down to tier 3's maxSz 25,000: the closed share of the margin
+      1,000,000·5,000/30,000 = 166,666.66666666 (down) plus P&L 0 less the closed contracts'
+      own fee 1,500 is released: 165,166.66666666; the fill's fee 1,500 leaves the margin
+      ⇒ M1 = 1,000,000 − 165,166.66666666 − 1,500 = 833,333.33333334 (the rest keeps its
+      share: 25/30 of the margin); MR1 = (M1 + 250·(P − 60,000))/(250·P·0.0205) (tier 3).
+    Step 2 — if MR1 ≤ 1, close 22,500 down to tier 2's maxSz 2,500: share
+      M1·22,500/25,000 = 750,000.000000006 → 750,000.00000000 (down), less fee 6,750 ⇒
+      released 743,250; M2 = 833,333.33333334 − 743,250 − 6,750 = 83,333.33333334;
       MR2 = (M2 + 25·(P − 60,000))/(25·P·0.0155) (tier 2, m + f = 0.0155).
     Tier 2 is not stepped: if MR2 ≤ 1 the rest is closed in full.
 
     | P      | MR0        | MR1        | MR2        | end size |
-    | 58,000 | 0.90151003 | 1.11634427 | –          | 25,000   |
-    | 57,850 | 0.80216471 | 0.99275530 | 1.01188651 | 2,500    |
-    | 57,000 | 0.22933150 | 0.28013122 | 0.06489342 | 0        |
+    | 58,000 | 0.90151003 | 1.12139052 | –          | 25,000   |
+    | 57,850 | 0.80216471 | 0.99781464 | 1.31969033 | 2,500    |
+    | 57,000 | 0.22933150 | 0.28526601 | 0.37728730 | 0 (tier 2 closed in full) |
     """
     h = _listed()
     _fund(h, "alice", amt="2000000")
@@ -466,11 +469,11 @@ def test_e21_partial_liquidation_stops_at_tier_3_when_ratio_recovers() -> None:
     assert q(started.mgnRatio, 4) == D("0.9015")
     assert _liquidation_fills(out) == [D(5000)]
     released = only([e for e in events_of(out, ev.PnlRealised) if e.acct == "alice"])
-    assert (released.amt, released.released) == (D(0), D("166666.66666666"))
+    assert (released.amt, released.released) == (D(0), D("165166.66666666"))
     only(events_of(out, ev.LiquidationFinished))
     pos = h.position("alice", SWAP)
-    assert (dec(pos.pos), dec(pos.margin)) == (D(25000), D("831833.33333334"))
-    assert q(pos.mgnRatio, 4) == D("1.1163")
+    assert (dec(pos.pos), dec(pos.margin)) == (D(25000), D("833333.33333334"))
+    assert q(pos.mgnRatio, 4) == D("1.1214")
     assert dec(pos.mmr) == D("297250")  # 250·58,000·0.0205
     assert not events_of(out, ev.InsuranceFundCovered) and not events_of(out, ev.DebtWrittenOff)
 
@@ -481,8 +484,8 @@ def test_e21_partial_liquidation_steps_to_tier_2_then_stops() -> None:
     assert _liquidation_fills(out) == [D(5000), D(22500)]
     only(events_of(out, ev.LiquidationFinished))
     pos = h.position("alice", SWAP)
-    assert (dec(pos.pos), dec(pos.margin)) == (D(2500), D("76433.33333334"))
-    assert q(pos.mgnRatio, 4) == D("1.0119")
+    assert (dec(pos.pos), dec(pos.margin)) == (D(2500), D("83333.33333334"))
+    assert q(pos.mgnRatio, 4) == D("1.3197")
 
 
 def test_e21_tier_2_is_closed_in_full() -> None:

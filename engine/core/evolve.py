@@ -12,7 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 
-from engine.core.margin import average_entry, opening_value
+from engine.core.margin import average_entry, opening_value, perp_order_im
 from engine.core.money import DOWN, NEAR, ZERO, round_down, round_up
 from engine.core.state import (
     Account,
@@ -303,6 +303,18 @@ def _order_accepted(state: State, e: ev.OrderAccepted) -> None:
         _frozen_pool(state, account, inst, order).frozen += e.frozen
     if e.tdMode == "cross" and inst.inst_type == "SPOT":
         _track_cross(account, order, inst, e.sz, 1)
+    elif _reserves_im(order):
+        account.swap_im += _swap_order_im(inst, order, order.remaining)
+
+
+def _reserves_im(order: Order) -> bool:
+    """A resting cross SWAP limit order that may open (``Account.swap_im``)."""
+    return order.td_mode == "cross" and order.px is not None and not order.reduce
+
+
+def _swap_order_im(inst: Instrument, order: Order, remaining: Decimal) -> Decimal:
+    assert order.px is not None
+    return perp_order_im(remaining, inst.ct_val, order.px, order.lever) if remaining else ZERO
 
 
 def _frozen_pool(state: State, account: Account, inst: Instrument, order: Order) -> Balance | IsoPosition:
@@ -345,6 +357,10 @@ def _settle_side(state: State, inst: Instrument, order: Order, sz: Decimal, px: 
     notional = px * sz
     if inst.inst_type == "SWAP":
         _settle_perp(state, account, inst, order, sz, px, fee)
+        if _reserves_im(order):
+            account.swap_im += _swap_order_im(inst, order, order.remaining - sz) - _swap_order_im(
+                inst, order, order.remaining
+            )
         _order_filled(state, inst, order, sz)
         return
     if order.td_mode == "isolated":
@@ -477,6 +493,8 @@ def _order_canceled(state: State, e: ev.OrderCanceled) -> None:
         order.frozen = ZERO
     if order.td_mode == "cross" and inst.inst_type == "SPOT":
         _track_cross(account, order, inst, order.remaining, -1)
+    elif _reserves_im(order):
+        account.swap_im -= _swap_order_im(inst, order, order.remaining)
     _finish(state, order)
 
 

@@ -35,7 +35,7 @@ from decimal import Decimal
 
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
-from engine.core.money import ZERO, fmt
+from engine.core.money import ZERO, fmt, plain_zero
 from engine.core.position_risk import iso_debt, isolated_spot
 from engine.core.state import Account, Instrument, IsoPosition, Order
 from events import journal as ev
@@ -224,8 +224,10 @@ def settle_if_repaid(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosit
     if iso_debt(pos) > 0:
         return False
     cancel_position_orders(ctx, account, inst.inst_id, "position_closed", closing_only=True)
-    base = pos.base + (pos.margin if pos.mgn_ccy == inst.base else ZERO)
-    quote = pos.quote + (pos.margin if pos.mgn_ccy == inst.quote else ZERO)
+    if pos.margin_call:
+        ctx.emit(ev.MarginCallCleared(acct=account.acct, mgnRatio=None, instId=inst.inst_id, posSide=POS_SIDE))
+    base = plain_zero(pos.base + (pos.margin if pos.mgn_ccy == inst.base else ZERO))
+    quote = plain_zero(pos.quote + (pos.margin if pos.mgn_ccy == inst.quote else ZERO))
     ctx.emit(ev.PositionReleased(acct=account.acct, instId=inst.inst_id, posSide=POS_SIDE, base=base, quote=quote))
     ctx.touch(account.acct)
     return True

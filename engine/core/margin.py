@@ -315,6 +315,19 @@ def perp_size_cap(tiers: Sequence[TierRow], lever: Decimal) -> Decimal:
     return cap
 
 
+def swap_fee(contracts: Decimal, ct_val: Decimal, px: Decimal, rate: Decimal, decimals: int) -> Decimal:
+    """Fee of a SWAP fill in the settlement currency: ``contracts·ctVal·px × rate`` rounded as
+    :func:`trade_fee`."""
+    return trade_fee(contracts * ct_val * px, rate, decimals)
+
+
+def perp_order_im(remaining: Decimal, ct_val: Decimal, px: Decimal, lever: Decimal) -> Decimal:
+    """Initial margin a resting cross SWAP order reserves in the account's initial-margin check:
+    ``remaining·ctVal·px / L`` rounded up at :data:`REQUIREMENT_PLACES` (counted in full, as if
+    the whole order opened)."""
+    return initial_margin(remaining * ct_val * px, lever, REQUIREMENT_PLACES)
+
+
 def perp_upl(qty: Decimal, ct_val: Decimal, price: Decimal, entry: Decimal) -> Decimal:
     """Linear uPnL (§1.6): ``q·ctVal·(P − E)``, ``q`` signed contracts; settlement currency."""
     return qty * ct_val * (price - entry)

@@ -89,6 +89,12 @@ def is_multiple(value: Decimal, step: Decimal) -> bool:
     return (value % step) == 0
 
 
+def plain_zero(value: Decimal) -> Decimal:
+    """``0`` for any zero (``0E-8`` after exact subtraction), else the value unchanged: keeps
+    zero amounts readable in events."""
+    return value if value else ZERO
+
+
 def fmt(value: Decimal | None) -> str:
     """Wire/view string of a decimal: plain notation, never exponent form; ``None`` → ``""``."""
     if value is None:

@@ -201,13 +201,13 @@ def sell_guard_refusal(inst: Instrument, acct: str, size: Decimal) -> Rejected |
     return None
 
 
-def _before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
+def _before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal, fee_rate: Decimal) -> None:
     """What a fill needs first: cross spot borrows; isolated spot posts margin and borrows;
     SWAP settles its own way (``engine.core.swap``)."""
     if inst.inst_type == "SWAP":
         from engine.core import swap as perps
 
-        perps.before_fill(ctx, order, inst, sz, px)
+        perps.before_fill(ctx, order, inst, sz, px, fee_rate)
     elif order.td_mode == "cross":
         _borrow_for_fill(ctx, order, inst, sz, px)
     elif order.td_mode == "isolated":
@@ -259,8 +259,8 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
     state = ctx.state
     levels = inst.book.asks if order.is_buy else inst.book.bids
     limit = order.px
-    base_dec = state.assets[inst.base].decimals
     quote_dec = state.assets[inst.quote].decimals
+    base_dec = state.assets[inst.base].decimals if inst.inst_type == "SPOT" else quote_dec
     while order.remaining and levels:
         level = levels.peekitem(0)[1]
         maker = next(iter(level.values()))
@@ -279,17 +279,16 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
                     break
                 continue
         if maker.td_mode != "cash":
-            _before_fill(ctx, maker, inst, sz, px)
+            _before_fill(ctx, maker, inst, sz, px, inst.maker_fee)
             ctx.touch(maker.acct)
         if order.td_mode != "cash":
-            _before_fill(ctx, order, inst, sz, px)
+            _before_fill(ctx, order, inst, sz, px, inst.taker_fee)
         maker_reduce, taker_reduce = maker.reduce, order.reduce
         maker_id, maker_mode, taker_id, taker_mode = maker.order_id, maker.td_mode, order.order_id, order.td_mode
         notional = px * sz
         if inst.inst_type == "SWAP":  # both sides pay in the settlement currency, on the notional
-            value = notional * inst.ct_val
-            maker_fee = margin.trade_fee(value, inst.maker_fee, quote_dec)
-            taker_fee = margin.trade_fee(value, inst.taker_fee, quote_dec)
+            maker_fee = margin.swap_fee(sz, inst.ct_val, px, inst.maker_fee, quote_dec)
+            taker_fee = margin.swap_fee(sz, inst.ct_val, px, inst.taker_fee, quote_dec)
         else:
             maker_fee = margin.trade_fee(
                 notional if order.is_buy else sz, inst.maker_fee, quote_dec if order.is_buy else base_dec

@@ -101,8 +101,8 @@ def account_risk(state: State, account: Account, with_imr: bool = False) -> Acco
 
 def cross_perp_terms(state: State, account: Account, lever: tuple[str, Decimal] | None) -> tuple[Decimal, Decimal]:
     """``(Σ uPnL, Σ initial margin)`` of the account's cross perpetuals: every position at
-    ``|q|·ctVal·P / L`` (mark; entry before the first mark) and the opening part of every
-    resting cross SWAP order at its limit price (§1.2, perpetuals)."""
+    ``|q|·ctVal·P / L`` (mark; entry before the first mark) and every resting cross SWAP order
+    in full at its limit price (``Account.swap_im``: as if all of them opened, §1.2)."""
     upl = im = ZERO
     for (inst_id, _), pos in account.perps.items():
         if pos.mgn_mode != "cross":
@@ -112,19 +112,7 @@ def cross_perp_terms(state: State, account: Account, lever: tuple[str, Decimal] 
         lev = lever[1] if lever is not None and lever[0] == inst_id else account.leverage.get(inst_id, inst.max_lever)
         upl += margin.perp_upl(pos.qty, inst.ct_val, mark, pos.avg_px)
         im += margin.initial_margin(abs(pos.qty) * inst.ct_val * mark, lev, REQUIREMENT_PLACES)
-    for order in account.orders.values():
-        if order.td_mode != "cross" or order.px is None:
-            continue
-        inst = state.instruments[order.inst_id]
-        if inst.inst_type != "SWAP":
-            continue
-        held = account.perps.get((order.inst_id, order.pos_side))
-        opening = order.remaining
-        if held is not None and held.qty and (held.qty > 0) != order.is_buy:
-            opening = max(ZERO, opening - abs(held.qty))
-        if opening:
-            im += margin.initial_margin(opening * inst.ct_val * order.px, order.lever, REQUIREMENT_PLACES)
-    return upl, im
+    return upl, im + account.swap_im
 
 
 def _fits_without_borrowing(account: Account, out: dict[str, Decimal] | None) -> bool:

@@ -16,6 +16,7 @@ from decimal import Decimal
 import msgspec
 
 from engine.core.evolve import instrument_from_spec
+from engine.core.margin import perp_order_im
 from engine.core.state import Account, Asset, Balance, IsoPosition, Order, PerpPosition, PositionLedger, State
 from engine.core.watch import watch_key
 from events.commands import ListInstrument
@@ -329,7 +330,11 @@ def restore(data: bytes) -> State:
         order.pos_side, order.mgn_ccy, order.lever = so.pos_side, so.mgn_ccy, so.lever
         order.reduce, order.filled_value = so.reduce, so.filled_value
         state.orders[order.order_id] = order
-        state.accounts[order.acct].orders[(order.inst_id, order.cl_ord_id)] = order
+        owner = state.accounts[order.acct]
+        owner.orders[(order.inst_id, order.cl_ord_id)] = order
+        inst = state.instruments[order.inst_id]
+        if inst.inst_type == "SWAP" and order.td_mode == "cross" and order.px is not None and not order.reduce:
+            owner.swap_im += perp_order_im(order.remaining, inst.ct_val, order.px, order.lever)
     for book in snap.books:
         inst = state.instruments[book.inst_id]
         for oid in (*book.bids, *book.asks):

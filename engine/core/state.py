@@ -300,6 +300,7 @@ class Account:
         "perps",
         "pos_mode",
         "positions",
+        "swap_im",
     )
 
     def __init__(self, acct: str) -> None:
@@ -320,6 +321,10 @@ class Account:
         #: Perpetual positions by (instId, posSide); ``pos_mode`` ``net_mode``/``long_short_mode``.
         self.perps: dict[tuple[str, str], PerpPosition] = {}
         self.pos_mode = "net_mode"
+        #: Σ initial margin of the resting cross SWAP orders at their limit price for their
+        #: remaining size (``margin.perp_order_im``), as if all of them opened — a cache of the
+        #: open orders kept by the fold (rebuilt on restore).
+        self.swap_im = ZERO
         self.margin_call = False
         self.liquidating = False
 

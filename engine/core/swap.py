@@ -26,8 +26,9 @@ cross SWAP order.
 **Fills** (in this order): the closing part realises P&L ``closed·ctVal·(px − E)`` (long; mirror
 for short) rounded toward −∞ (``pnl_realised``) — cross: to the account's cash; isolated: to the
 margin, and on a partial close the closed share of the margin (``M·closed/|q|``, rounded down)
-plus that P&L returns to the account, so the rest keeps its ratio (a full close returns the
-margin left after the fee when the position is released); then the opening part's margin
+plus that P&L less the closed contracts' fee returns to the account, so the rest keeps its
+ratio (a full close returns the margin left after the fee when the position is released);
+then the opening part's margin
 (isolated); then ``traded``, whose fold re-averages the entry on increases and takes the fee
 (settlement currency, on the notional) from the cross cash or the isolated margin. A cross
 account whose settlement cash falls below what its cash orders froze borrows the difference (auto-borrow, as any cross
@@ -49,7 +50,7 @@ from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import amount, emit_borrow
 from engine.core.isolated import OrderTerms
-from engine.core.money import DOWN, ONE, ZERO, fmt, round_down, round_up
+from engine.core.money import DOWN, ONE, ZERO, fmt, plain_zero, round_down, round_up
 from engine.core.risk import check_initial_margin
 from engine.core.shortfall import cover_shortfall
 from engine.core.state import Account, Instrument, Order, PerpPosition, State
@@ -170,7 +171,7 @@ def reduce_cap(state: State, order: Order, inst: Instrument) -> Decimal | None:
     return abs(pos.qty)
 
 
-def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
+def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal, fee_rate: Decimal) -> None:
     """Realise the closing part's P&L, open the position if needed, post the opening margin."""
     state = ctx.state
     acct = order.acct
@@ -189,8 +190,11 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
             # the closed share of the margin plus the closed part's P&L returns to the account,
             # so the rest of the position keeps its ratio; a full close returns what is left
             # after the fee (``position_released``)
+            # the closed contracts also pay their own fee: the ``traded`` fold takes the whole
+            # fill's fee from the margin, so that part of it stays behind
             share = round_down(DOWN.divide(pos.margin * closing, abs(pos.qty)), places)
-            released = max(ZERO, share + pnl)
+            fee = margin.swap_fee(closing, inst.ct_val, px, fee_rate, places)
+            released = max(ZERO, share + pnl - fee)
         ctx.emit(
             ev.PnlRealised(
                 acct=acct, instId=inst.inst_id, posSide=order.pos_side, ccy=settle, amt=pnl, released=released
@@ -241,8 +245,19 @@ def after_fill(ctx: Ctx, order_id: int, acct: str, inst: Instrument, sz: Decimal
             continue
         _make_whole(ctx, account, inst, pos)
         if pos.qty == 0:
-            ctx.emit(ev.PositionReleased(acct=acct, instId=inst.inst_id, posSide=key[1], base=ZERO, quote=pos.margin))
+            release(ctx, account, inst, pos)
     ctx.touch(acct)
+
+
+def release(ctx: Ctx, account: Account, inst: Instrument, pos: PerpPosition) -> None:
+    """A position at zero size: its margin call (if any) ends, its margin returns."""
+    if pos.margin_call:
+        ctx.emit(ev.MarginCallCleared(acct=account.acct, mgnRatio=None, instId=inst.inst_id, posSide=pos.pos_side))
+    ctx.emit(
+        ev.PositionReleased(
+            acct=account.acct, instId=inst.inst_id, posSide=pos.pos_side, base=ZERO, quote=plain_zero(pos.margin)
+        )
+    )
 
 
 def close_perp(ctx: Ctx, account: Account, inst: Instrument, mgn_mode: str, pos_side: str | None) -> None:
@@ -340,4 +355,5 @@ def settle_funding(ctx: Ctx, command: cmd.SettleFunding) -> None:
             ctx.emit(ev.FundingSettled(acct=acct, instId=inst.inst_id, posSide=key[1], ccy=inst.settle, amt=signed))
             _make_whole(ctx, account, inst, pos)
             ctx.touch(acct)
-    ctx.emit(ev.FundingResidual(instId=inst.inst_id, ccy=inst.settle, rate=rate, markPx=mark, amt=paid - received))
+    residual = plain_zero(paid - received)
+    ctx.emit(ev.FundingResidual(instId=inst.inst_id, ccy=inst.settle, rate=rate, markPx=mark, amt=residual))

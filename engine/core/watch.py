@@ -58,7 +58,7 @@ def _down(value: Decimal) -> int:
 
 
 class RiskWatch:
-    __slots__ = ("_banded", "_live", "_lower", "_size", "_upper", "_version", "dirty")
+    __slots__ = ("_banded", "_bands", "_live", "_lower", "_size", "_upper", "_version", "dirty")
 
     def __init__(self) -> None:
         #: ccy → max-heap of ``(−lower bound, acct, version)``: evaluate when the price falls to it.
@@ -66,8 +66,10 @@ class RiskWatch:
         #: ccy → min-heap of ``(upper bound, acct, version)``: evaluate when the price rises to it.
         self._upper: dict[str, list[tuple[int, str, int]]] = {}
         self._version: dict[str, int] = {}
-        #: Banded account → number of its live entries.
+        #: Banded account → number of its live entries, and the bands themselves (an unchanged
+        #: band is not pushed again).
         self._banded: dict[str, int] = {}
+        self._bands: dict[str, list[Band]] = {}
         self._live = 0
         #: Entries held in the heaps, live or stale.
         self._size = 0
@@ -77,13 +79,17 @@ class RiskWatch:
     def forget(self, acct: str) -> None:
         """Drop the account's band and dirt (it has no debt, or will be re-banded)."""
         self.dirty.pop(acct, None)
+        self._bands.pop(acct, None)
         entries = self._banded.pop(acct, 0)
         if entries:
             self._live -= entries
             self._version[acct] = self._version.get(acct, 0) + 1
 
     def watch(self, acct: str, bands: list[Band]) -> None:
-        """Set the account's bands (replacing any)."""
+        """Set the account's bands (replacing any; the same bands again change nothing)."""
+        if acct in self._banded and self._bands.get(acct) == bands:
+            self.dirty.pop(acct, None)
+            return
         self.forget(acct)
         version = self._version.get(acct, 0)
         push = heapq.heappush
@@ -96,6 +102,7 @@ class RiskWatch:
             push(self._upper[ccy], (_down(high), acct, version))
         count = 2 * len(bands)
         self._banded[acct] = count
+        self._bands[acct] = bands
         self._live += count
         self._size += count
         if self._size > 2 * self._live + _COMPACT_SLACK:
