@@ -63,6 +63,9 @@ def evaluate_isolated(ctx: Ctx, account: Account, inst_id: str) -> None:
     if pos is None or mark is None:
         state.pos_watch.forget(key)
         return
+    inputs = (pos.base, pos.quote, pos.margin, pos.liab, pos.interest, mark)
+    if pos.seen == inputs:  # nothing it depends on moved: same zone, same band
+        return
     inst = state.instruments[inst_id]
     figures = position_risk.isolated_spot(inst, pos, mark)
     ratio = figures.ratio
@@ -86,6 +89,7 @@ def evaluate_isolated(ctx: Ctx, account: Account, inst_id: str) -> None:
         ctx.emit(ev.MarginCallCleared(acct=account.acct, mgnRatio=_shown(ratio), **scope))
     if figures.band is not None:
         state.pos_watch.watch(key, [("@" + inst_id, *figures.band)])
+    pos.seen = inputs
 
 
 def _step_down(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition) -> bool:

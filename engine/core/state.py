@@ -244,6 +244,7 @@ class IsoPosition:
         "mgn_ccy",
         "qty",
         "quote",
+        "seen",
     )
 
     def __init__(self, inst_id: str, long: bool, mgn_ccy: str) -> None:
@@ -261,6 +262,8 @@ class IsoPosition:
         self.frozen = ZERO
         self.margin_call = False
         self.liquidating = False
+        #: The inputs of its last risk evaluation (a cache, not state: same inputs, same zone).
+        self.seen: tuple[Decimal, ...] | None = None
 
 
 class PerpPosition:
@@ -272,7 +275,7 @@ class PerpPosition:
     open.
     """
 
-    __slots__ = ("avg_px", "inst_id", "liquidating", "margin", "margin_call", "mgn_mode", "pos_side", "qty")
+    __slots__ = ("avg_px", "inst_id", "liquidating", "margin", "margin_call", "mgn_mode", "pos_side", "qty", "seen")
 
     def __init__(self, inst_id: str, pos_side: str, mgn_mode: str) -> None:
         self.inst_id = inst_id
@@ -283,6 +286,8 @@ class PerpPosition:
         self.margin = ZERO
         self.margin_call = False
         self.liquidating = False
+        #: The inputs of its last risk evaluation (a cache, not state).
+        self.seen: tuple[Decimal, ...] | None = None
 
 
 class Account:

@@ -53,6 +53,9 @@ def evaluate_perp(ctx: Ctx, account: Account, inst_id: str, pos_side: str, retry
     if pos is None or mark is None or pos.qty == 0:
         state.pos_watch.forget(wkey)
         return
+    inputs = (pos.qty, pos.avg_px, pos.margin, mark)
+    if pos.seen == inputs:  # nothing it depends on moved: same zone, same band
+        return
     inst = state.instruments[inst_id]
     figures = position_risk.perpetual(inst, pos, mark)
     ratio = figures.ratio
@@ -74,6 +77,7 @@ def evaluate_perp(ctx: Ctx, account: Account, inst_id: str, pos_side: str, retry
         ctx.emit(ev.MarginCallCleared(acct=account.acct, mgnRatio=_shown(ratio), **scope))
     if figures.band is not None:
         state.pos_watch.watch(wkey, [("@" + inst_id, *figures.band)])
+    pos.seen = inputs
 
 
 def step_down(ctx: Ctx, account: Account, inst: Instrument, pos: PerpPosition) -> bool:
