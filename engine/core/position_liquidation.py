@@ -40,19 +40,14 @@ from engine.core.isolated import (
     settle_if_repaid,
     use_margin,
 )
-from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, display_ratio, spot_tier_limit
+from engine.core.margin import LIQUIDATION_RATIO, spot_tier_limit
 from engine.core.money import ONE, ZERO, div_up
 from engine.core.orders import lot_ceil, lot_floor, submit_market_order, walk_book
+from engine.core.position_zone import judge, shown
 from engine.core.shortfall import cover_shortfall
 from engine.core.state import Account, Instrument, IsoPosition
 from engine.core.watch import watch_key
 from events import journal as ev
-
-
-def _shown(ratio: Decimal) -> Decimal:
-    shown = display_ratio(ratio)
-    assert shown is not None
-    return shown
 
 
 def evaluate_isolated(ctx: Ctx, account: Account, inst_id: str) -> None:
@@ -68,28 +63,12 @@ def evaluate_isolated(ctx: Ctx, account: Account, inst_id: str) -> None:
         return
     inst = state.instruments[inst_id]
     figures = position_risk.isolated_spot(inst, pos, mark)
-    ratio = figures.ratio
-    if ratio is None:
-        state.pos_watch.forget(key)
-        return
     scope = {"instId": inst_id, "posSide": POS_SIDE}
-    if ratio <= WARNING_RATIO:
-        if not pos.margin_call:
-            ctx.emit(ev.MarginCallRaised(acct=account.acct, mgnRatio=_shown(ratio), **scope))
-        if ratio <= LIQUIDATION_RATIO:
-            state.pos_watch.forget(key)
-            if key in ctx.liquidated:
-                return
-            ctx.liquidated.add(key)
-            liquidate_isolated(ctx, account, inst, pos, ratio)
-            if inst_id in account.isolated:
-                evaluate_isolated(ctx, account, inst_id)
-            return
-    elif pos.margin_call:
-        ctx.emit(ev.MarginCallCleared(acct=account.acct, mgnRatio=_shown(ratio), **scope))
-    if figures.band is not None:
-        state.pos_watch.watch(key, [("@" + inst_id, *figures.band)])
-    pos.seen = inputs
+    liquidated = judge(
+        ctx, account, key, pos, inputs, figures, scope, lambda ratio: liquidate_isolated(ctx, account, inst, pos, ratio)
+    )
+    if liquidated and inst_id in account.isolated:
+        evaluate_isolated(ctx, account, inst_id)
 
 
 def _step_down(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition) -> bool:
@@ -134,7 +113,7 @@ def liquidate_isolated(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPos
     state = ctx.state
     acct = account.acct
     scope = {"instId": inst.inst_id, "posSide": POS_SIDE}
-    ctx.emit(ev.LiquidationStarted(acct=acct, mgnRatio=_shown(ratio), **scope))
+    ctx.emit(ev.LiquidationStarted(acct=acct, mgnRatio=shown(ratio), **scope))
     cancel_position_orders(ctx, account, inst.inst_id, "liquidation", closing_only=False)
     for _ in range(64):
         if not _step_down(ctx, account, inst, pos):

@@ -22,20 +22,15 @@ from decimal import Decimal
 
 from engine.core import position_risk
 from engine.core.context import Ctx
-from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, display_ratio
+from engine.core.margin import LIQUIDATION_RATIO
 from engine.core.orders import submit_market_order
+from engine.core.position_zone import judge, shown
 from engine.core.state import Account, Instrument, PerpPosition
 from engine.core.watch import watch_key
 from events import journal as ev
 
 #: Perpetual positions in this tier or above are reduced one tier at a time (§4.5).
 PARTIAL_FROM_TIER = 3
-
-
-def _shown(ratio: Decimal) -> Decimal:
-    shown = display_ratio(ratio)
-    assert shown is not None
-    return shown
 
 
 def evaluate_perps(ctx: Ctx, account: Account) -> None:
@@ -45,7 +40,7 @@ def evaluate_perps(ctx: Ctx, account: Account) -> None:
             evaluate_perp(ctx, account, key[0], key[1])
 
 
-def evaluate_perp(ctx: Ctx, account: Account, inst_id: str, pos_side: str, retry: bool = True) -> None:
+def evaluate_perp(ctx: Ctx, account: Account, inst_id: str, pos_side: str) -> None:
     state = ctx.state
     wkey = watch_key(account.acct, inst_id, pos_side)
     pos = account.perps.get((inst_id, pos_side))
@@ -58,26 +53,12 @@ def evaluate_perp(ctx: Ctx, account: Account, inst_id: str, pos_side: str, retry
         return
     inst = state.instruments[inst_id]
     figures = position_risk.perpetual(inst, pos, mark)
-    ratio = figures.ratio
-    if ratio is None:
-        state.pos_watch.forget(wkey)
-        return
     scope = {"instId": inst_id, "posSide": pos_side}
-    if ratio <= WARNING_RATIO:
-        if not pos.margin_call:
-            ctx.emit(ev.MarginCallRaised(acct=account.acct, mgnRatio=_shown(ratio), **scope))
-        if ratio <= LIQUIDATION_RATIO:
-            state.pos_watch.forget(wkey)
-            if retry and wkey not in ctx.liquidated:  # once per command; the rest at a later one
-                ctx.liquidated.add(wkey)
-                liquidate_perp(ctx, account, inst, pos, ratio)
-                evaluate_perp(ctx, account, inst_id, pos_side, retry=False)
-            return
-    elif pos.margin_call:
-        ctx.emit(ev.MarginCallCleared(acct=account.acct, mgnRatio=_shown(ratio), **scope))
-    if figures.band is not None:
-        state.pos_watch.watch(wkey, [("@" + inst_id, *figures.band)])
-    pos.seen = inputs
+    liquidated = judge(
+        ctx, account, wkey, pos, inputs, figures, scope, lambda ratio: liquidate_perp(ctx, account, inst, pos, ratio)
+    )
+    if liquidated and (inst_id, pos_side) in account.perps:
+        evaluate_perp(ctx, account, inst_id, pos_side)
 
 
 def step_down(ctx: Ctx, account: Account, inst: Instrument, pos: PerpPosition) -> bool:
@@ -105,7 +86,7 @@ def liquidate_perp(ctx: Ctx, account: Account, inst: Instrument, pos: PerpPositi
     acct = account.acct
     key = (inst.inst_id, pos.pos_side)
     scope = {"instId": inst.inst_id, "posSide": pos.pos_side}
-    ctx.emit(ev.LiquidationStarted(acct=acct, mgnRatio=_shown(ratio), **scope))
+    ctx.emit(ev.LiquidationStarted(acct=acct, mgnRatio=shown(ratio), **scope))
     for order in sorted(account.orders.values(), key=lambda o: o.order_id):
         if order.inst_id == inst.inst_id and order.pos_side == pos.pos_side:
             ctx.emit(
