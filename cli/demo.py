@@ -54,14 +54,15 @@ class _Script:
         return {"type": kind, "ts": self.ts, "id": f"demo-{self.n}", **fields}
 
 
-def _quotes(cmd: _Script, mark: int, step: int) -> Iterator[dict[str, Any]]:
-    """The market maker re-quotes both books: cancel the previous step's orders (those still
+def _quotes(cmd: _Script, mark: int, step: int, full: bool = True) -> Iterator[dict[str, Any]]:
+    """The market maker re-quotes the books: cancel the previous step's orders (those still
     open), quote around ``mark`` (spot in cash mode, the perpetual in cross mode)."""
+    books = (("BTC-USDT", "cash", 1), (_SWAP, "cross", 100)) if full else (("BTC-USDT", "cash", 1),)
     if step:
-        for inst in ("BTC-USDT", _SWAP):
+        for inst, _, _ in books:
             for name in ("b1", "b2", "a1", "a2"):
                 yield cmd("cancel_order", acct="mm", instId=inst, clOrdId=f"{name}-{step - 1}")
-    for inst, mode, scale in (("BTC-USDT", "cash", 1), (_SWAP, "cross", 100)):
+    for inst, mode, scale in books:
         for name, side, px, sz in (
             ("b1", "buy", mark - 100, 2),
             ("b2", "buy", mark - 1_000, 5),
@@ -97,9 +98,25 @@ def _market(
     )
 
 
-def scenario() -> list[tuple[str, list[dict[str, Any]]]]:
-    """The demo as titled steps of commands."""
+def scenario(full: bool = True) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The demo as titled steps of commands; ``full=False`` is the cross-only scenario of the
+    first version (alice and bob on BTC-USDT, marks before quotes), which the Kafka projection
+    tests build on."""
     cmd = _Script()
+    swap = cmd(
+        "list_instrument",
+        instId=_SWAP,
+        instType="SWAP",
+        settleCcy="USDT",
+        ctVal="0.01",
+        tickSz="0.1",
+        lotSz="1",
+        minSz="1",
+        makerFee="0.0002",
+        takerFee="0.0005",
+        maxLever="75",
+        tiers=_SWAP_TIERS,
+    ) if full else None  # fmt: skip
     setup = [
         cmd("list_asset", ccy="USDT", decimals=8),
         cmd("list_asset", ccy="BTC", decimals=8),
@@ -117,56 +134,50 @@ def scenario() -> list[tuple[str, list[dict[str, Any]]]]:
             maxLever="10",
             tiers=_TIERS,
         ),
-        cmd(
-            "list_instrument",
-            instId=_SWAP,
-            instType="SWAP",
-            settleCcy="USDT",
-            ctVal="0.01",
-            tickSz="0.1",
-            lotSz="1",
-            minSz="1",
-            makerFee="0.0002",
-            takerFee="0.0005",
-            maxLever="75",
-            tiers=_SWAP_TIERS,
-        ),
+    ]
+    if swap is not None:
+        setup.append(swap)
+    setup += [
         cmd("set_interest_rate", ccy="USDT", dailyRate="0.0002"),
         cmd("set_interest_rate", ccy="BTC", dailyRate="0.0001"),
         cmd("mark_price", instId="BTC-USDT", markPx="100000"),
-        cmd("mark_price", instId=_SWAP, markPx="100000"),
+    ]
+    if full:
+        setup.append(cmd("mark_price", instId=_SWAP, markPx="100000"))
+    setup += [
         cmd("deposit", acct="mm", ccy="BTC", amt="100"),
         cmd("deposit", acct="mm", ccy="USDT", amt="10000000"),
         cmd("deposit", acct="alice", ccy="USDT", amt="10000"),
         cmd("deposit", acct="bob", ccy="USDT", amt="20000"),
-        cmd("deposit", acct="carol", ccy="USDT", amt="5000"),
-        cmd("deposit", acct="dave", ccy="USDT", amt="3000"),
-        cmd("set_leverage", acct="dave", instId=_SWAP, mgnMode="isolated", lever="8"),
-        *_quotes(cmd, 100_000, 0),
     ]
-    opening = [
-        _market(cmd, "alice", "long-1", "buy", "0.5"),
-        _market(cmd, "bob", "short-1", "sell", "0.2"),
-        _market(cmd, "carol", "iso-1", "buy", "0.4", "isolated", ccy="USDT"),
-        _market(cmd, "dave", "perp-1", "buy", "20", "isolated", instId=_SWAP),
-        cmd("accrue_interest"),
-    ]
-    steps = [
-        ("list, fund, quote at 100,000", setup),
-        (
-            "alice long 0.5 BTC (cross), bob short 0.2 (cross), carol long 0.4 (isolated 10x), dave 20 perps (8x)",
-            opening,
-        ),
-    ]
-    for step, mark in enumerate((95_000, 90_000, 87_000, 84_000, 82_000), start=1):
-        moves = [
-            *_quotes(cmd, mark, step),
-            cmd("mark_price", instId="BTC-USDT", markPx=str(mark)),
-            cmd("mark_price", instId=_SWAP, markPx=str(mark)),
+    if full:
+        setup += [
+            cmd("deposit", acct="carol", ccy="USDT", amt="5000"),
+            cmd("deposit", acct="dave", ccy="USDT", amt="3000"),
+            cmd("set_leverage", acct="dave", instId=_SWAP, mgnMode="isolated", lever="8"),
         ]
-        if step == 1:
+    setup += _quotes(cmd, 100_000, 0, full)
+    opening = [_market(cmd, "alice", "long-1", "buy", "0.5"), _market(cmd, "bob", "short-1", "sell", "0.2")]
+    title = "alice long 0.5 BTC (cross), bob short 0.2 (cross)"
+    if full:
+        opening += [
+            _market(cmd, "carol", "iso-1", "buy", "0.4", "isolated", ccy="USDT"),
+            _market(cmd, "dave", "perp-1", "buy", "20", "isolated", instId=_SWAP),
+        ]
+        title += ", carol long 0.4 (isolated 10x), dave 20 perps (8x)"
+    opening.append(cmd("accrue_interest"))
+    steps = [("list, fund, quote at 100,000", setup), (title, opening)]
+    for step, mark in enumerate((95_000, 90_000, 87_000, 84_000, 82_000), start=1):
+        marks = [cmd("mark_price", instId="BTC-USDT", markPx=str(mark))]
+        if full:  # the books move first, then the marks (liquidations meet the new book)
+            quotes = list(_quotes(cmd, mark, step, full))
+            marks.append(cmd("mark_price", instId=_SWAP, markPx=str(mark)))
+            moves = [*quotes, *marks]
+        else:
+            moves = [*marks, *_quotes(cmd, mark, step, full)]
+        if full and step == 1:
             moves.append(cmd("settle_funding", instId=_SWAP, fundingRate="0.0001"))
-        steps.append((f"mark falls to {mark:,}" + (" (funding settled)" if step == 1 else ""), moves))
+        steps.append((f"mark falls to {mark:,}" + (" (funding settled)" if full and step == 1 else ""), moves))
     return steps
 
 

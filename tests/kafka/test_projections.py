@@ -61,7 +61,7 @@ def risk_scenario(path: Path) -> int:
     """The demo of ``marginbook demo`` (alice: margin call, then full liquidation; bob: a short)
     plus ``carol``, a leveraged long that ends in a standing margin call (ratio ≈ 293 %)."""
     commands: list[dict[str, Any]] = []
-    for step, (_, batch) in enumerate(scenario()):
+    for step, (_, batch) in enumerate(scenario(full=False)):
         commands += batch
         if step == 1:
             ts = batch[-1]["ts"]
