@@ -2,11 +2,31 @@
 
 A :class:`Scenario` is a list of JSON command lines (bytes, one object each, exactly what a
 gateway would write to ``commands.log``): a fixed listing prelude (assets, SPOT instruments with
-tier tables, interest rates, mark prices), deposits for a handful of accounts, then a random mix
-of orders of every ``ordType`` in ``cash`` and ``cross`` mode, cancels, borrows, repays,
-withdrawals, mark moves (including crashes and spikes that raise margin calls and liquidate),
-interest accruals, leverage changes, duplicate ids and commands the engine must refuse (off tick,
-off lot, unknown instrument or asset, too many decimals, ...).
+tier tables, interest rates, mark prices; in most logs also a linear perpetual ``BTC-USDT-SWAP``
+with a four-tier ``maxSz`` table), deposits for a handful of accounts (and, for some, the
+``long_short_mode`` position mode), then a random mix of orders of every ``ordType`` in ``cash``
+and ``cross`` mode, cancels, borrows, repays, withdrawals, mark moves (including crashes and
+spikes that raise margin calls and liquidate), interest accruals, leverage changes, duplicate
+ids and commands the engine must refuse (off tick, off lot, unknown instrument or asset, too many
+decimals, ...).
+
+Two per-log feature switches (both shrink to off, so a failure that needs neither shrinks to a
+pure cross/cash log) add:
+
+* **isolated spot margin**: opening orders with either margin currency (``ccy`` base, quote or
+  omitted), market and limit, sized up to the tier caps; closing orders (some ``reduceOnly``);
+  ``adjust_margin`` add/reduce; ``close_position`` ``isolated``; isolated ``set_leverage``;
+* **perpetuals**: cross and isolated SWAP orders in ``net_mode`` and ``long_short_mode`` (with
+  ``posSide``), leveraged opens, market makers, ``reduceOnly`` orders, ``close_position``, SWAP
+  marks (crashes and spikes too), ``settle_funding`` with signed rates, ``adjust_margin`` and
+  SWAP ``set_leverage``.
+
+Some positions are opened *deep* (isolated spot at 3x in tier 2, perpetuals at 5x in tier 3)
+with resting depth on their closing side, and a *squeeze* moves the mark into the band where
+they liquidate but closing down one tier saves them: partial liquidations. Other moves carry
+them past it (full liquidation, shortfall, written-off debt when the fund is empty).
+
+Strategies are built once (``_ints``, ``_of``): building them was most of the generation cost.
 
 The generator keeps a rough model of the market (current marks, what each account deposited,
 which ``clOrdId``s were used) only to make the draws *plausible*: prices a few ticks around the
@@ -19,6 +39,7 @@ also exercises the wire format.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Context, Decimal, localcontext
@@ -76,6 +97,36 @@ _ETH_BTC = (
     ("300", "15", "0.1", "0.34", "3"),
 )
 
+
+@dataclass(frozen=True)
+class SwapSpec:
+    """A linear perpetual: sizes in contracts of ``ct_val`` base; margin and P&L in ``settle``."""
+
+    inst_id: str
+    base: str
+    settle: str
+    ct_val: Decimal
+    tick: Decimal
+    lot: Decimal
+    min_lots: int
+    mark: Decimal
+    tiers: tuple[tuple[str, str, str, str], ...]  # maxSz, mmr, imr, maxLever
+    max_lever: str
+
+
+#: 1 contract = 0.001 BTC (~60 USDT): tier 3 (partial liquidation) from 6,000 contracts
+#: (~360k USDT), reachable at 5x. Tier 3's maintenance rate is well above tier 2's, so closing
+#: down to tier 2 often brings a liquidated position back above 100 % (a partial liquidation).
+_SWAP_TIERS = (
+    ("2000", "0.01", "0.05", "20"),
+    ("6000", "0.02", "0.1", "10"),
+    ("15000", "0.08", "0.2", "5"),
+    ("40000", "0.12", "0.34", "3"),
+)
+SWAP = SwapSpec(
+    "BTC-USDT-SWAP", "BTC", "USDT", Decimal("0.001"), Decimal("0.1"), Decimal(1), 1, Decimal(60000), _SWAP_TIERS, "20"
+)
+
 INSTRUMENTS = {
     spec.inst_id: spec
     for spec in (
@@ -84,6 +135,22 @@ INSTRUMENTS = {
         InstSpec("ETH-BTC", "ETH", "BTC", Decimal("0.00001"), Decimal("0.001"), 10, Decimal("0.05"), _ETH_BTC, "5"),
     )
 }
+AnyInst = InstSpec | SwapSpec
+
+
+@functools.lru_cache(maxsize=1024)
+def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
+    """``st.integers(lo, hi)``, built once (building strategies is most of a draw's cost)."""
+    return st.integers(lo, hi)
+
+
+@functools.lru_cache(maxsize=1024)
+def _of(options: tuple[Any, ...]) -> st.SearchStrategy[Any]:
+    """``st.sampled_from(options)`` for a fixed tuple of options, built once."""
+    return st.sampled_from(options)
+
+
+_BOOL = st.booleans()
 
 
 class Scenario:
@@ -116,6 +183,8 @@ class _Model:
     accounts: list[str]
     maker_fee: str
     taker_fee: str
+    swap: SwapSpec | None = None
+    isolated: bool = False
     ts: int = T0
     n_ids: int = 0
     n_orders: int = 0
@@ -125,14 +194,27 @@ class _Model:
     ids: list[str] = field(default_factory=list)
     emitted: list[Json] = field(default_factory=list)
     cl_ord_ids: list[tuple[str, str, str]] = field(default_factory=list)
-    #: Instruments (``X-USDT``) whose base the generator's leveraged longs / shorts are exposed to.
+    #: Instruments whose mark the generator's leveraged longs / shorts are exposed to (``X-USDT``
+    #: for cross positions, the instrument itself for isolated and SWAP positions).
     longs: list[str] = field(default_factory=list)
     shorts: list[str] = field(default_factory=list)
+    #: Isolated spot positions the generator opened: ``(acct, instId)`` → (long?, margin ccy, size).
+    iso: dict[tuple[str, str], tuple[bool, str, Decimal]] = field(default_factory=dict)
+    #: Position mode the generator set per account (default ``net_mode``).
+    pos_mode: dict[str, str] = field(default_factory=dict)
+    #: SWAP positions the generator opened: ``(acct, posSide)`` → (long?, tdMode, contracts).
+    perps: dict[tuple[str, str], tuple[bool, str, Decimal]] = field(default_factory=dict)
+    #: Deep (tier 3) perpetuals opened: (long?, entry price) — targets of ``op_swap_squeeze``.
+    deep_perps: list[tuple[bool, Decimal]] = field(default_factory=list)
+    #: Deep (tier 2) isolated spot positions opened: (instId, long?, entry) — ``op_iso_squeeze``.
+    deep_iso: list[tuple[str, bool, Decimal]] = field(default_factory=list)
+    #: The SWAP margin mode each account mostly trades in (the mode is fixed per open position).
+    swap_modes: dict[str, str] = field(default_factory=dict)
 
     # --- plumbing ---------------------------------------------------------------------------
 
     def emit(self, obj: Json, with_id: bool = True) -> None:
-        self.ts += self.draw(st.integers(0, 5_000))
+        self.ts += self.draw(_ints(0, 5_000))
         head: Json = {"type": obj.pop("type"), "ts": self.ts}
         if with_id:
             self.n_ids += 1
@@ -142,38 +224,59 @@ class _Model:
         self.emitted.append(head)
 
     def acct(self) -> str:
-        return self.draw(st.sampled_from(self.accounts))
+        return self.draw(_of(tuple(self.accounts)))
+
+    def other(self, acct: str) -> str:
+        return self.draw(_of(tuple(a for a in self.accounts if a != acct)))
 
     def inst(self) -> InstSpec:
-        return self.draw(st.sampled_from(self.insts))
+        return self.draw(_of(tuple(self.insts)))
+
+    def by_id(self, inst_id: str) -> AnyInst:
+        if self.swap is not None and inst_id == self.swap.inst_id:
+            return self.swap
+        return INSTRUMENTS[inst_id]
 
     def ccy(self) -> str:
-        return self.draw(st.sampled_from(sorted({c for i in self.insts for c in (i.base, i.quote)})))
+        return self.draw(_of(tuple(sorted({c for i in self.insts for c in (i.base, i.quote)}))))
 
-    def px_near(self, inst: InstSpec, max_bps: int = 150) -> Decimal:
+    def px_near(self, inst: AnyInst, max_bps: int = 150) -> Decimal:
         """A price on the tick within ``max_bps`` basis points of the current mark."""
-        bps = self.draw(st.integers(-max_bps, max_bps))
+        bps = self.draw(_ints(-max_bps, max_bps))
         raw = self.marks[inst.inst_id] * (1 + Decimal(bps) / 10_000)
         px = (raw / inst.tick).to_integral_value(rounding=ROUND_FLOOR) * inst.tick
         return max(px, inst.tick)
 
-    def sz_lots(self, inst: InstSpec, lots: int) -> Decimal:
+    def px_off(self, inst: AnyInst, side: str, max_bps: int = 80) -> Decimal:
+        """A passive price: ``1..max_bps`` bps below the mark for a buy, above for a sell."""
+        bps = self.draw(_ints(1, max_bps))
+        offset = self.marks[inst.inst_id] * Decimal(bps) / 10_000
+        raw = self.marks[inst.inst_id] + (-offset if side == "buy" else offset)
+        return max(inst.tick, (raw / inst.tick).to_integral_value(rounding=ROUND_FLOOR) * inst.tick)
+
+    def sz_lots(self, inst: AnyInst, lots: int) -> Decimal:
         return max(lots, inst.min_lots) * inst.lot
 
-    def small_sz(self, inst: InstSpec) -> Decimal:
+    def small_sz(self, inst: AnyInst) -> Decimal:
         # ~ 30 .. 30 000 USDT of notional, skewed to small
-        value = self.draw(st.sampled_from([30, 100, 300, 1_000, 3_000, 10_000, 30_000]))
+        value = self.draw(_of((30, 100, 300, 1_000, 3_000, 10_000, 30_000)))
         lots = int(Decimal(value) / self._usdt_px(inst) / inst.lot)
-        lots = self.draw(st.integers(1, max(1, lots)))
+        lots = self.draw(_ints(1, max(1, lots)))
         return self.sz_lots(inst, lots)
 
-    def _usdt_px(self, inst: InstSpec) -> Decimal:
+    def _usdt_px(self, inst: AnyInst) -> Decimal:
+        """USDT value of one unit of ``sz`` (a base unit, or a contract)."""
+        if isinstance(inst, SwapSpec):
+            return self.marks[inst.inst_id] * inst.ct_val
         if inst.quote == "USDT":
             return self.marks[inst.inst_id]
         return self.marks[inst.inst_id] * self.marks.get(f"{inst.quote}-USDT", Decimal(60000))
 
-    def new_cl_ord_id(self, acct: str, inst: InstSpec) -> str:
-        if self.cl_ord_ids and self.draw(st.integers(0, 19)) == 0:  # reuse: duplicate_clordid if it rests
+    def _ccy_usdt(self, ccy: str) -> Decimal:
+        return Decimal(1) if ccy == "USDT" else self.marks.get(f"{ccy}-USDT", Decimal(60000))
+
+    def new_cl_ord_id(self, acct: str, inst: AnyInst) -> str:
+        if self.cl_ord_ids and self.draw(_ints(0, 19)) == 0:  # reuse: duplicate_clordid if it rests
             return self.draw(st.sampled_from(self.cl_ord_ids))[2]
         self.n_orders += 1
         cl = f"{acct[0]}{self.n_orders}"
@@ -181,8 +284,18 @@ class _Model:
         return cl
 
     def order(
-        self, acct: str, inst: InstSpec, side: str, ord_type: str, td_mode: str, sz: Decimal, px: Decimal | None
+        self,
+        acct: str,
+        inst: AnyInst,
+        side: str,
+        ord_type: str,
+        td_mode: str,
+        sz: Decimal,
+        px: Decimal | None,
+        **extra: Any,
     ) -> None:
+        """A ``place_order``; ``extra`` adds optional fields (``ccy``, ``posSide``, ``reduceOnly``)
+        unless ``None``."""
         obj: Json = {
             "type": "place_order",
             "acct": acct,
@@ -195,7 +308,24 @@ class _Model:
         }
         if px is not None:
             obj["px"] = dec_str(px)
+        obj.update({k: v for k, v in extra.items() if v is not None})
         self.emit(obj)
+
+    def deposit(self, acct: str, ccy: str, amt: Decimal) -> None:
+        amt = amt.quantize(Decimal("1e-8"), rounding=ROUND_FLOOR)
+        if amt > 0:
+            self.emit({"type": "deposit", "acct": acct, "ccy": ccy, "amt": dec_str(amt)})
+            self.usdt[acct] = self.usdt.get(acct, Decimal(0)) + amt * self._ccy_usdt(ccy)
+
+    def expose(self, inst_id: str, long: bool) -> None:
+        (self.longs if long else self.shorts).append(inst_id)
+
+    def turn_against(self, inst_id: str, long: bool) -> None:
+        """Sometimes the market turns against a fresh position right away."""
+        if self.draw(_ints(0, 2)) == 0:
+            mild = self.draw(_BOOL)
+            moves = ((880, 990), (1010, 1120)) if mild else ((500, 880), (1120, 1500))
+            self.op_mark(*moves[0 if long else 1], exposed=[inst_id])
 
     # --- the prelude ------------------------------------------------------------------------
 
@@ -208,61 +338,91 @@ class _Model:
         for c in ccys:
             self.emit({"type": "list_asset", "ccy": c, "decimals": 8})
         for inst in self.insts:
+            listing: Json = {
+                "type": "list_instrument",
+                "instId": inst.inst_id,
+                "instType": "SPOT",
+                "baseCcy": inst.base,
+                "quoteCcy": inst.quote,
+                "tickSz": dec_str(inst.tick),
+                "lotSz": dec_str(inst.lot),
+                "minSz": dec_str(inst.lot * inst.min_lots),
+                "makerFee": self.maker_fee,
+                "takerFee": self.taker_fee,
+                "maxLever": inst.max_lever,
+                "liqFee": self.draw(_of(("0", "0.005", "0.02"))),
+                "tiers": [
+                    {"tier": n, "maxBorrowBase": b, "maxBorrowQuote": q, "mmr": m, "imr": i, "maxLever": lv}
+                    for n, (b, q, m, i, lv) in enumerate(inst.tiers, start=1)
+                ],
+            }
+            if self.isolated:
+                listing["reduceMarginRatio"] = self.draw(_of(("0", "0.1", "0.5")))
+            self.emit(listing)
+        if self.swap is not None:
+            swap = self.swap
             self.emit(
                 {
                     "type": "list_instrument",
-                    "instId": inst.inst_id,
-                    "instType": "SPOT",
-                    "baseCcy": inst.base,
-                    "quoteCcy": inst.quote,
-                    "tickSz": dec_str(inst.tick),
-                    "lotSz": dec_str(inst.lot),
-                    "minSz": dec_str(inst.lot * inst.min_lots),
+                    "instId": swap.inst_id,
+                    "instType": "SWAP",
+                    "settleCcy": swap.settle,
+                    "ctVal": dec_str(swap.ct_val),
+                    "tickSz": dec_str(swap.tick),
+                    "lotSz": dec_str(swap.lot),
+                    "minSz": dec_str(swap.lot * swap.min_lots),
                     "makerFee": self.maker_fee,
                     "takerFee": self.taker_fee,
-                    "maxLever": inst.max_lever,
-                    "liqFee": self.draw(st.sampled_from(["0", "0.005", "0.02"])),
+                    "maxLever": swap.max_lever,
+                    "liqFee": self.draw(_of(("0", "0.005", "0.02"))),
+                    "reduceMarginRatio": self.draw(_of(("0", "0.1", "0.5"))),
                     "tiers": [
-                        {"tier": n, "maxBorrowBase": b, "maxBorrowQuote": q, "mmr": m, "imr": i, "maxLever": lv}
-                        for n, (b, q, m, i, lv) in enumerate(inst.tiers, start=1)
+                        {"tier": n, "maxSz": sz, "mmr": m, "imr": i, "maxLever": lv}
+                        for n, (sz, m, i, lv) in enumerate(swap.tiers, start=1)
                     ],
                 }
             )
         for c in ccys:
-            rate = self.draw(st.sampled_from(["0", "0.0001", "0.0005", "0.002", "0.01"]))
+            rate = self.draw(_of(("0", "0.0001", "0.0005", "0.002", "0.01")))
             policy = {
-                "accrual": self.draw(st.sampled_from(["hourly", "hourly", "at_borrow_and_hourly"])),
-                "compounding": self.draw(st.sampled_from(["simple", "simple", "capitalise"])),
+                "accrual": self.draw(_of(("hourly", "hourly", "at_borrow_and_hourly"))),
+                "compounding": self.draw(_of(("simple", "simple", "capitalise"))),
             }
             self.emit({"type": "set_interest_rate", "ccy": c, "dailyRate": rate, **policy})
-        for inst in self.insts:
-            pct = self.draw(st.integers(80, 120))
+        priced: list[AnyInst] = [*self.insts, *([self.swap] if self.swap is not None else [])]
+        for inst in priced:
+            pct = self.draw(_ints(80, 120))
             mark = (inst.mark * pct / 100 / inst.tick).to_integral_value() * inst.tick
             self.marks[inst.inst_id] = mark
             self.emit({"type": "mark_price", "instId": inst.inst_id, "markPx": dec_str(mark)}, with_id=False)
         for acct in self.accounts:
-            usdt = Decimal(self.draw(st.sampled_from([1_000, 5_000, 20_000, 100_000, 500_000])))
+            usdt = Decimal(self.draw(_of((1_000, 5_000, 20_000, 100_000, 500_000))))
             self.usdt[acct] = usdt
             self.emit({"type": "deposit", "acct": acct, "ccy": "USDT", "amt": dec_str(usdt)})
             for c in ccys[1:]:
-                if self.draw(st.booleans()):
-                    value = Decimal(self.draw(st.sampled_from([500, 3_000, 15_000, 60_000])))
+                if self.draw(_BOOL):
+                    value = Decimal(self.draw(_of((500, 3_000, 15_000, 60_000))))
                     amt = (value / self.marks[f"{c}-USDT"]).quantize(Decimal("1e-8"), rounding=ROUND_FLOOR)
                     self.usdt[acct] += value
                     self.emit({"type": "deposit", "acct": acct, "ccy": c, "amt": dec_str(amt)})
+        if self.swap is not None:  # hedge mode, set before any position exists
+            for acct in self.accounts:
+                if self.draw(_ints(0, 2)) == 0:
+                    self.pos_mode[acct] = "long_short_mode"
+                    self.emit({"type": "set_position_mode", "acct": acct, "posMode": "long_short_mode"})
 
     # --- the random mix ---------------------------------------------------------------------
 
     def op_order(self) -> None:
         inst = self.inst()
-        ord_type = self.draw(st.sampled_from(["limit", "limit", "market", "post_only", "ioc", "fok"]))
+        ord_type = self.draw(_of(("limit", "limit", "market", "post_only", "ioc", "fok")))
         px = None if ord_type == "market" else self.px_near(inst)
         self.order(
             self.acct(),
             inst,
-            self.draw(st.sampled_from(["buy", "sell"])),
+            self.draw(_of(("buy", "sell"))),
             ord_type,
-            self.draw(st.sampled_from(["cash", "cash", "cross"])),
+            self.draw(_of(("cash", "cash", "cross"))),
             self.small_sz(inst),
             px,
         )
@@ -270,49 +430,52 @@ class _Model:
     def op_quote(self) -> None:
         """A market maker: resting limit bids and asks a few ticks around the mark."""
         acct, inst = self.acct(), self.inst()
-        td_mode = self.draw(st.sampled_from(["cash", "cash", "cross"]))
-        for _ in range(self.draw(st.integers(1, 3))):
+        td_mode = self.draw(_of(("cash", "cash", "cross")))
+        for _ in range(self.draw(_ints(1, 3))):
             for side in ("buy", "sell"):
-                bps = self.draw(st.integers(1, 80))
-                offset = self.marks[inst.inst_id] * Decimal(bps) / 10_000
-                raw = self.marks[inst.inst_id] + (-offset if side == "buy" else offset)
-                px = max(inst.tick, (raw / inst.tick).to_integral_value(rounding=ROUND_FLOOR) * inst.tick)
-                self.order(acct, inst, side, "limit", td_mode, self.small_sz(inst), px)
+                self.order(acct, inst, side, "limit", td_mode, self.small_sz(inst), self.px_off(inst, side))
 
-    def op_leveraged(self) -> None:
-        """A counterparty funds and rests liquidity near the mark, then an account takes it with a
-        cross order several times its USDT: a leveraged long (buy, borrows quote) or short (sell,
-        borrows base). Crashes and spikes later put these positions into margin call."""
-        acct, inst = self.acct(), self.inst()
-        others = [a for a in self.accounts if a != acct]
-        maker = self.draw(st.sampled_from(others))
-        factor = Decimal(self.draw(st.sampled_from([2, 3, 5, 7, 9, 12])))
-        notional = min(self.usdt.get(acct, Decimal(1000)) * factor, Decimal(280_000))
-        sz = self.sz_lots(inst, int(notional / self._usdt_px(inst) / inst.lot))
-        side = self.draw(st.sampled_from(["buy", "buy", "sell"]))
+    def _rest_liquidity(self, maker: str, inst: InstSpec, taker_side: str, sz: Decimal) -> Decimal:
+        """A cash-mode counterparty funds and rests ``sz`` near the mark for a taker on
+        ``taker_side``; returns the maker's price."""
         maker_px = self.px_near(inst, 20)
-        if side == "buy":
+        if taker_side == "buy":
             self.emit({"type": "deposit", "acct": maker, "ccy": inst.base, "amt": dec_str(sz)})
             self.order(maker, inst, "sell", "limit", "cash", sz, maker_px)
         else:
             amt = (sz * maker_px).quantize(Decimal("1e-8"))
             self.emit({"type": "deposit", "acct": maker, "ccy": inst.quote, "amt": dec_str(amt)})
             self.order(maker, inst, "buy", "limit", "cash", sz, maker_px)
-        ord_type = self.draw(st.sampled_from(["market", "ioc", "limit", "fok"]))
-        slip = inst.tick * self.draw(st.integers(0, 5))
-        px = None if ord_type == "market" else (maker_px + slip if side == "buy" else max(inst.tick, maker_px - slip))
-        if self.draw(st.integers(0, 3)) == 0:  # sometimes more than the liquidity on offer
-            sz += self.sz_lots(inst, self.draw(st.integers(1, 1000)))
+        return maker_px
+
+    def _taking_px(self, inst: AnyInst, side: str, maker_px: Decimal, ord_type: str) -> Decimal | None:
+        slip = inst.tick * self.draw(_ints(0, 5))
+        if ord_type == "market":
+            return None
+        return maker_px + slip if side == "buy" else max(inst.tick, maker_px - slip)
+
+    def op_leveraged(self) -> None:
+        """A counterparty funds and rests liquidity near the mark, then an account takes it with a
+        cross order several times its USDT: a leveraged long (buy, borrows quote) or short (sell,
+        borrows base). Crashes and spikes later put these positions into margin call."""
+        acct, inst = self.acct(), self.inst()
+        maker = self.other(acct)
+        factor = Decimal(self.draw(_of((2, 3, 5, 7, 9, 12))))
+        notional = min(self.usdt.get(acct, Decimal(1000)) * factor, Decimal(280_000))
+        sz = self.sz_lots(inst, int(notional / self._usdt_px(inst) / inst.lot))
+        side = self.draw(_of(("buy", "buy", "sell")))
+        maker_px = self._rest_liquidity(maker, inst, side, sz)
+        ord_type = self.draw(_of(("market", "ioc", "limit", "fok")))
+        px = self._taking_px(inst, side, maker_px, ord_type)
+        if self.draw(_ints(0, 3)) == 0:  # sometimes more than the liquidity on offer
+            sz += self.sz_lots(inst, self.draw(_ints(1, 1000)))
         self.order(acct, inst, side, ord_type, "cross", sz, px)
         exposed = f"{inst.base}-USDT"
-        (self.longs if side == "buy" else self.shorts).append(exposed)
-        if self.draw(st.integers(0, 2)) == 0:  # the market turns against it right away
-            mild = self.draw(st.booleans())
-            moves = ((880, 990), (1010, 1120)) if mild else ((500, 880), (1120, 1500))
-            self.op_mark(*moves[0 if side == "buy" else 1], exposed=[exposed])
+        self.expose(exposed, side == "buy")
+        self.turn_against(exposed, side == "buy")
 
     def op_cancel(self) -> None:
-        if self.cl_ord_ids and self.draw(st.integers(0, 9)) > 0:
+        if self.cl_ord_ids and self.draw(_ints(0, 9)) > 0:
             acct, inst_id, cl = self.draw(st.sampled_from(self.cl_ord_ids))
         else:
             acct, inst_id, cl = self.acct(), self.inst().inst_id, "nope"
@@ -320,31 +483,32 @@ class _Model:
 
     def _amount(self, ccy: str) -> str:
         if ccy == "USDT":
-            return str(self.draw(st.sampled_from(["10", "250.5", "1000", "5000", "40000", "250000"])))
-        return str(self.draw(st.sampled_from(["0.001", "0.05", "0.3", "1", "4.5", "30"])))
+            return str(self.draw(_of(("10", "250.5", "1000", "5000", "40000", "250000"))))
+        return str(self.draw(_of(("0.001", "0.05", "0.3", "1", "4.5", "30"))))
 
     def op_funds(self, kind: str) -> None:
         ccy = self.ccy()
         self.emit({"type": kind, "acct": self.acct(), "ccy": ccy, "amt": self._amount(ccy)})
 
     def op_mark(self, lo: int, hi: int, exposed: list[str] | None = None) -> None:
-        """Move one mark by ``lo..hi`` per mille; crashes and spikes mostly hit exposed assets."""
-        inst = self.inst()
-        if exposed and self.draw(st.integers(0, 4)):
-            inst = INSTRUMENTS[self.draw(st.sampled_from(exposed))]
-        pct = Decimal(self.draw(st.integers(lo, hi)))
+        """Move one mark by ``lo..hi`` per mille; crashes and spikes mostly hit exposed marks."""
+        inst: AnyInst = self.inst()
+        if exposed and self.draw(_ints(0, 4)):
+            inst = self.by_id(self.draw(st.sampled_from(exposed)))
+        self.move_mark(inst, lo, hi)
+
+    def move_mark(self, inst: AnyInst, lo: int, hi: int) -> None:
+        pct = Decimal(self.draw(_ints(lo, hi)))
         mark = max(inst.tick, (self.marks[inst.inst_id] * pct / 1000 / inst.tick).to_integral_value() * inst.tick)
         self.marks[inst.inst_id] = mark
-        self.emit(
-            {"type": "mark_price", "instId": inst.inst_id, "markPx": dec_str(mark)}, with_id=self.draw(st.booleans())
-        )
+        self.emit({"type": "mark_price", "instId": inst.inst_id, "markPx": dec_str(mark)}, with_id=self.draw(_BOOL))
 
     def op_accrue(self) -> None:
-        self.emit({"type": "accrue_interest"}, with_id=self.draw(st.booleans()))
+        self.emit({"type": "accrue_interest"}, with_id=self.draw(_BOOL))
 
     def op_leverage(self) -> None:
         inst = self.inst()
-        lever = self.draw(st.sampled_from(["1", "2", "3", "5", inst.max_lever]))
+        lever = self.draw(_of(("1", "2", "3", "5", inst.max_lever)))
         acct = self.acct()
         self.emit({"type": "set_leverage", "acct": acct, "instId": inst.inst_id, "mgnMode": "cross", "lever": lever})
 
@@ -352,7 +516,7 @@ class _Model:
         """Re-send an earlier command with its id (a retry), or a new command under an old id."""
         with_ids = [c for c in self.emitted if "id" in c]
         old = self.draw(st.sampled_from(with_ids))
-        if self.draw(st.booleans()):
+        if self.draw(_BOOL):
             self.ts += 1
             self.emitted.append({**old, "ts": self.ts})
         else:
@@ -378,10 +542,10 @@ class _Model:
             "acct": acct,
             "instId": inst.inst_id,
             "clOrdId": self.new_cl_ord_id(acct, inst),
-            "side": self.draw(st.sampled_from(["buy", "sell"])),
+            "side": self.draw(_of(("buy", "sell"))),
             "ordType": "limit",
             "sz": dec_str(sz),
-            "tdMode": self.draw(st.sampled_from(["cash", "cross"])),
+            "tdMode": self.draw(_of(("cash", "cross"))),
             "px": dec_str(px),
         }
         if kind == "off_tick":
@@ -397,34 +561,399 @@ class _Model:
         elif kind == "no_px":
             del base["px"]
         elif kind == "unknown_asset":
-            base = {"type": self.draw(st.sampled_from(["deposit", "withdraw", "borrow"])), "acct": acct}
+            base = {"type": self.draw(_of(("deposit", "withdraw", "borrow"))), "acct": acct}
             base.update({"ccy": "XRP", "amt": "1"})
         else:  # precision: 9 decimals for an 8-decimal asset
-            base = {"type": self.draw(st.sampled_from(["deposit", "withdraw", "borrow", "repay"])), "acct": acct}
+            base = {"type": self.draw(_of(("deposit", "withdraw", "borrow", "repay"))), "acct": acct}
             base.update({"ccy": self.ccy(), "amt": "1.000000001"})
         self.emit(base)
 
     def op_reduce(self) -> None:
         """A reduce-only cross order (the engine refuses it unless it shrinks a position)."""
         acct, inst = self.acct(), self.inst()
-        side = self.draw(st.sampled_from(["buy", "sell"]))
+        side = self.draw(_of(("buy", "sell")))
+        ord_type = self.draw(_of(("market", "ioc", "limit")))
+        px = None if ord_type == "market" else self.px_near(inst)
+        self.order(acct, inst, side, ord_type, "cross", self.small_sz(inst), px, reduceOnly=True)
+
+    # --- isolated spot margin ---------------------------------------------------------------
+
+    def _iso_position(self) -> tuple[str, InstSpec, bool, str | None, Decimal | None]:
+        """A position the generator opened (mostly), else a random account and instrument."""
+        if self.iso and self.draw(_ints(0, 5)):
+            acct, inst_id = self.draw(st.sampled_from(sorted(self.iso)))
+            long, ccy, sz = self.iso[(acct, inst_id)]
+            return acct, INSTRUMENTS[inst_id], long, ccy, sz
+        return self.acct(), self.inst(), self.draw(_BOOL), None, None
+
+    def op_iso_open(self) -> None:
+        """A leveraged isolated position: the margin currency (``ccy`` base, quote or omitted) is
+        funded if need be, a counterparty rests liquidity, then the opening order takes it (or, a
+        limit order, rests for a later taker). A third of them are *deep*: 3x and 400k–700k USDT
+        of debt, in tier 2, with resting depth on the closing side — a fall (long) or rise
+        (short) of a quarter or so then liquidates them partially, back to tier 1."""
+        acct, inst = self.acct(), self.inst()
+        side = self.draw(_of(("buy", "buy", "sell")))
+        long = side == "buy"
+        choice = self.draw(_of(("default", "base", "quote")))
+        mgn_ccy = {"default": inst.base if long else inst.quote, "base": inst.base, "quote": inst.quote}[choice]
+        deep = self.draw(_ints(0, 2)) == 0
+        lever = Decimal(inst.max_lever)
+        if deep or self.draw(_BOOL):
+            lever = Decimal("3") if deep else Decimal(self.draw(_of(("1", "2", "3", "5", inst.max_lever))))
+            self.emit(
+                {
+                    "type": "set_leverage",
+                    "acct": acct,
+                    "instId": inst.inst_id,
+                    "mgnMode": "isolated",
+                    "lever": str(lever),
+                }
+            )
+        if deep:
+            value = Decimal(self.draw(_of((400_000, 700_000))))
+        else:
+            value = Decimal(self.draw(_of((300, 3_000, 20_000, 100_000, 400_000, 1_200_000))))
+            value = min(value, self.usdt.get(acct, Decimal(1000)) * lever * Decimal(self.draw(_of((1, 2)))))
+        sz = self.sz_lots(inst, int(value / self._usdt_px(inst) / inst.lot))
+        if deep or self.draw(_ints(0, 3)):  # fund the margin (a bit more than the initial margin)
+            need = sz * self._usdt_px(inst) / lever * Decimal("1.1")
+            self.deposit(acct, mgn_ccy, need / self._ccy_usdt(mgn_ccy))
+        ord_type = self.draw(_of(("market", "market", "ioc", "limit", "limit", "fok", "post_only")))
+        if ord_type == "post_only" and not deep:  # rests; a later order or market maker may fill it
+            px: Decimal | None = self.px_off(inst, side, 40)
+        else:
+            maker_px = self._rest_liquidity(self.other(acct), inst, side, sz)
+            px = self._taking_px(inst, side, maker_px, "limit" if ord_type == "post_only" else ord_type)
+            ord_type = "limit" if ord_type == "post_only" else ord_type
+        ccy = None if choice == "default" and self.draw(_BOOL) else mgn_ccy
+        self.order(acct, inst, side, ord_type, "isolated", sz, px, ccy=ccy)
+        self.iso[(acct, inst.inst_id)] = (long, mgn_ccy, sz)
+        if deep:  # depth a liquidation can close against: bids under a long, asks over a short
+            self._depth(inst, "buy" if long else "sell", sz)
+        if self.draw(_ints(0, 3)) == 0:
+            self.op_iso_adjust((acct, inst.inst_id))
+        self.expose(inst.inst_id, long)
+        if deep:
+            self.deep_iso.append((inst.inst_id, long, self.marks[inst.inst_id]))
+            if self.draw(_BOOL):
+                self.op_iso_squeeze(self.deep_iso[-1])
+                return
+        self.turn_against(inst.inst_id, long)
+
+    def _depth(self, inst: InstSpec, side: str, sz: Decimal) -> None:
+        """A funded cash account rests about ``sz`` on ``side``, 1–8 % away from the mark."""
+        acct = self.acct()
+        for _ in range(2):
+            part = self.sz_lots(inst, int(sz / 2 / inst.lot))
+            px = self.px_off(inst, side, 800)
+            if side == "buy":
+                self.deposit(acct, inst.quote, part * px)
+            else:
+                self.deposit(acct, inst.base, part)
+            self.order(acct, inst, side, "limit", "cash", part, px)
+
+    def op_iso_squeeze(self, target: tuple[str, bool, Decimal] | None = None) -> None:
+        """Move a mark to where a deep (3x, tier 2) isolated position liquidates but closing down
+        to tier 1 can save it: 25.5–30 % below the entry of a long, 24–29 % above a short's."""
+        if target is None and not self.deep_iso:
+            self.op_mark(300, 900, self.longs)
+            return
+        inst_id, long, entry = target if target is not None else self.draw(st.sampled_from(self.deep_iso))
+        inst = INSTRUMENTS[inst_id]
+        if target is None and self.draw(_BOOL):  # fresh depth the liquidation can close against
+            self._depth(inst, "buy" if long else "sell", self.small_sz(inst) * 20)
+        per_mille = self.draw(_ints(700, 745) if long else _ints(1240, 1290))
+        mark = max(inst.tick, (entry * per_mille / 1000 / inst.tick).to_integral_value() * inst.tick)
+        self.marks[inst_id] = mark
+        self.emit({"type": "mark_price", "instId": inst_id, "markPx": dec_str(mark)}, with_id=False)
+
+    def op_iso_order(self) -> None:
+        """Any isolated order near the mark (opens, adds to or closes a position, or is refused)."""
+        acct, inst = self.acct(), self.inst()
+        ord_type = self.draw(_of(("limit", "limit", "market", "post_only", "ioc", "fok")))
+        px = None if ord_type == "market" else self.px_near(inst)
+        ccy = self.draw(_of((None, None, inst.base, inst.quote)))
+        side = self.draw(_of(("buy", "sell")))
+        self.order(acct, inst, side, ord_type, "isolated", self.small_sz(inst), px, ccy=ccy)
+
+    def op_iso_close_order(self) -> None:
+        """An order against an isolated position: part or all of it, sometimes ``reduceOnly``."""
+        acct, inst, long, _, sz = self._iso_position()
+        if sz is None:
+            sz = self.small_sz(inst)
+        part = Decimal(self.draw(_of((1, 2, 4, 10)))) / 10
+        sz = self.sz_lots(inst, int(sz * part / inst.lot))
+        side = "sell" if long else "buy"
+        ord_type = self.draw(_of(("limit", "market", "ioc", "limit")))
+        px = None if ord_type == "market" else self.px_near(inst, 60)
+        reduce = True if self.draw(_ints(0, 2)) == 0 else None
+        self.order(acct, inst, side, ord_type, "isolated", sz, px, reduceOnly=reduce)
+
+    def op_iso_close(self) -> None:
+        acct, inst, _, _, _ = self._iso_position()
+        self.emit({"type": "close_position", "acct": acct, "instId": inst.inst_id, "mgnMode": "isolated"})
+
+    def op_iso_adjust(self, key: tuple[str, str] | None = None) -> None:
+        """``adjust_margin`` add or reduce on an isolated spot position (posSide ``net``)."""
+        if key is not None:
+            acct, inst, mgn_ccy = key[0], INSTRUMENTS[key[1]], self.iso[key][1]
+        else:
+            acct, inst, _, mgn_ccy, _ = self._iso_position()
+        ccy = mgn_ccy if mgn_ccy is not None else self.draw(_of((inst.base, inst.quote)))
         obj: Json = {
-            "type": "place_order",
+            "type": "adjust_margin",
             "acct": acct,
             "instId": inst.inst_id,
-            "clOrdId": self.new_cl_ord_id(acct, inst),
-            "side": side,
-            "ordType": self.draw(st.sampled_from(["market", "ioc", "limit"])),
-            "sz": dec_str(self.small_sz(inst)),
-            "tdMode": "cross",
-            "reduceOnly": True,
+            "posSide": "net",
+            "action": self.draw(_of(("add", "add", "reduce"))),
+            "amt": self._margin_amount(ccy),
         }
-        if obj["ordType"] != "market":
-            obj["px"] = dec_str(self.px_near(inst))
+        if self.draw(_ints(0, 3)) == 0:
+            obj["ccy"] = self.draw(_of((ccy, ccy, inst.base, inst.quote)))
         self.emit(obj)
 
-    def op(self) -> None:
-        kind = self.draw(_OPS)
+    def _margin_amount(self, ccy: str) -> str:
+        value = Decimal(self.draw(_of((5, 50, 500, 5_000, 50_000))))
+        return dec_str((value / self._ccy_usdt(ccy)).quantize(Decimal("1e-6"), rounding=ROUND_FLOOR) or Decimal(1))
+
+    def op_iso_leverage(self) -> None:
+        acct, inst, _, _, _ = self._iso_position()
+        lever = self.draw(_of(("1", "2", "3", "5", inst.max_lever)))
+        self.emit({"type": "set_leverage", "acct": acct, "instId": inst.inst_id, "mgnMode": "isolated", "lever": lever})
+
+    # --- perpetuals ---------------------------------------------------------------------------
+
+    def _pos_side(self, acct: str, side: str, closing: bool = False) -> str | None:
+        """``posSide`` for an order of ``acct``: long/short in hedge mode (the side it opens, or
+        closes), ``net`` or omitted in net mode; rarely the wrong kind (refused)."""
+        hedge = self.pos_mode.get(acct) == "long_short_mode"
+        if self.draw(_ints(0, 24)) == 0:
+            return self.draw(_of(("net", "long", "short")))
+        if hedge:
+            opens_long = side == "buy"
+            return "long" if opens_long != closing else "short"
+        return self.draw(_of((None, None, "net")))
+
+    def swap_mode(self, acct: str) -> str:
+        """The account's usual SWAP margin mode, now and then the other one (refused while a
+        position of the other mode is open)."""
+        if acct not in self.swap_modes:
+            self.swap_modes[acct] = self.draw(_of(("cross", "isolated")))
+        if self.draw(_ints(0, 7)) == 0:
+            return self.draw(_of(("cross", "isolated")))
+        return self.swap_modes[acct]
+
+    def _swap_cap(self, lever: Decimal) -> int:
+        cap = 0
+        for max_sz, _, _, lv in self.swap.tiers if self.swap is not None else ():
+            if Decimal(lv) >= lever:
+                cap = int(max_sz)
+        return cap
+
+    def op_swap_open(self) -> None:
+        """A leveraged perpetual: a counterparty (cross or isolated, opening its own position)
+        rests liquidity near the mark, then the account takes it, cross or isolated, sized from
+        its USDT and leverage (sometimes into tier 3+, where liquidation is partial)."""
+        swap = self.swap
+        assert swap is not None
+        acct = self.acct()
+        maker = self.other(acct)
+        mode = self.swap_mode(acct)
+        side = self.draw(_of(("buy", "sell")))
+        long = side == "buy"
+        deep = self.draw(_ints(0, 2)) == 0
+        if deep and self.draw(_ints(0, 2)):  # partial liquidation is an isolated position's
+            mode = "isolated"
+        lever = Decimal(swap.max_lever)
+        if deep or self.draw(_BOOL):
+            lever = Decimal("5") if deep else Decimal(self.draw(_of(("2", "3", "5", "10", swap.max_lever))))
+            self.emit(
+                {"type": "set_leverage", "acct": acct, "instId": swap.inst_id, "mgnMode": mode, "lever": str(lever)}
+            )
+        if deep:  # tier 3 (6,000 < size ≤ 15,000 contracts at 5x): partial liquidation territory
+            contracts = self.draw(_of((7_000, 10_000, 14_000)))
+            self.deposit(acct, "USDT", contracts * self._usdt_px(swap) / lever * Decimal("1.2"))
+        else:
+            factor = Decimal(self.draw(_of((1, 2, 3, 5, 8, 12, 20))))
+            value = min(self.usdt.get(acct, Decimal(1000)) * factor, Decimal(2_000_000))
+            contracts = max(1, int(value / self._usdt_px(swap)))
+            if self.draw(_ints(0, 4)):
+                contracts = max(1, min(contracts, self._swap_cap(lever)))
+        sz = self.sz_lots(swap, contracts)
+        maker_px = self.px_near(swap, 20)
+        maker_side = "sell" if long else "buy"
+        self.deposit(maker, "USDT", sz * swap.ct_val * maker_px * Decimal("0.3"))
+        maker_mode = self.swap_mode(maker)
+        if sz > self._swap_cap(Decimal(swap.max_lever)):  # the maker's default leverage caps it lower
+            maker_lever = self.draw(_of(("3", "5")))
+            self.emit(
+                {
+                    "type": "set_leverage",
+                    "acct": maker,
+                    "instId": swap.inst_id,
+                    "mgnMode": maker_mode,
+                    "lever": maker_lever,
+                }
+            )
+        maker_pos_side = self._pos_side(maker, maker_side)
+        self.order(maker, swap, maker_side, "limit", maker_mode, sz, maker_px, posSide=maker_pos_side)
+        ord_type = self.draw(_of(("market", "ioc", "limit", "fok")))
+        px = self._taking_px(swap, side, maker_px, ord_type)
+        pos_side = self._pos_side(acct, side)
+        self.order(acct, swap, side, ord_type, mode, sz, px, posSide=pos_side)
+        self.perps[(acct, pos_side or "net")] = (long, mode, sz)
+        self.perps[(maker, maker_pos_side or "net")] = (not long, maker_mode, sz)
+        if deep or self.draw(_BOOL):
+            self.op_swap_quote(depth=sz)
+        if self.draw(_ints(0, 3)) == 0:
+            self.op_swap_adjust((acct, pos_side or "net"))
+        self.expose(swap.inst_id, long)
+        if deep:
+            self.deep_perps.append((long, maker_px))
+            if self.draw(_ints(0, 2)):
+                self.op_swap_squeeze(self.deep_perps[-1])
+                return
+        self.turn_against(swap.inst_id, long)
+
+    def op_swap_order(self) -> None:
+        swap = self.swap
+        assert swap is not None
+        acct = self.acct()
+        side = self.draw(_of(("buy", "sell")))
+        ord_type = self.draw(_of(("limit", "limit", "market", "post_only", "ioc", "fok")))
+        px = None if ord_type == "market" else self.px_near(swap)
+        mode = self.swap_mode(acct)
+        closing = self.draw(_ints(0, 3)) == 0
+        reduce = True if self.draw(_ints(0, 5)) == 0 else None
+        self.order(
+            acct, swap, side, ord_type, mode, self.small_sz(swap), px, posSide=self._pos_side(acct, side, closing),
+            reduceOnly=reduce,
+        )  # fmt: skip
+
+    def op_swap_quote(self, depth: Decimal | None = None) -> None:
+        """A market maker on the perpetual (cross or isolated), both sides; with ``depth``
+        (contracts) a funded maker quotes that much per side a little further out, liquidity
+        that later liquidations can close against."""
+        swap = self.swap
+        assert swap is not None
+        acct = self.acct()
+        mode = self.swap_mode(acct)
+        if depth is not None:  # at 3x the tier cap (40,000 contracts) leaves room for the depth
+            self.deposit(acct, "USDT", depth * swap.ct_val * self.marks[swap.inst_id] * Decimal("0.5"))
+            self.emit({"type": "set_leverage", "acct": acct, "instId": swap.inst_id, "mgnMode": mode, "lever": "3"})
+        for _ in range(self.draw(_ints(1, 3 if depth is None else 2))):
+            for side in ("buy", "sell"):
+                if depth is None:
+                    sz, px = self.small_sz(swap), self.px_off(swap, side)
+                else:
+                    sz, px = self.sz_lots(swap, int(depth / 2)), self.px_off(swap, side, 300)
+                self.order(acct, swap, side, "limit", mode, sz, px, posSide=self._pos_side(acct, side))
+
+    def _perp_position(self) -> tuple[str, str, bool, str, Decimal | None]:
+        """(acct, posSide, long?, tdMode, size) of a SWAP position the generator opened, or a guess."""
+        if self.perps and self.draw(_ints(0, 5)):
+            acct, pos_side = self.draw(st.sampled_from(sorted(self.perps)))
+            long, mode, sz = self.perps[(acct, pos_side)]
+            return acct, pos_side, long, mode, sz
+        acct = self.acct()
+        long = self.draw(_BOOL)
+        hedge = self.pos_mode.get(acct) == "long_short_mode"
+        pos_side = ("long" if long else "short") if hedge else "net"
+        return acct, pos_side, long, self.swap_mode(acct), None
+
+    def op_swap_reduce(self) -> None:
+        """A reduce-only order against a perpetual position, part or (over) all of it."""
+        swap = self.swap
+        assert swap is not None
+        acct, pos_side, long, mode, sz = self._perp_position()
+        sz = sz if sz is not None else self.small_sz(swap)
+        part = Decimal(self.draw(_of((2, 5, 10, 15)))) / 10
+        sz = self.sz_lots(swap, int(sz * part / swap.lot))
+        side = "sell" if long else "buy"
+        ord_type = self.draw(_of(("market", "ioc", "limit")))
+        px = None if ord_type == "market" else self.px_near(swap, 60)
+        shown = None if pos_side == "net" and self.draw(_BOOL) else pos_side
+        self.order(acct, swap, side, ord_type, mode, sz, px, posSide=shown, reduceOnly=True)
+
+    def op_swap_close(self) -> None:
+        swap = self.swap
+        assert swap is not None
+        acct, pos_side, _, mode, _ = self._perp_position()
+        obj: Json = {"type": "close_position", "acct": acct, "instId": swap.inst_id, "mgnMode": mode}
+        if pos_side != "net" or self.draw(_BOOL):
+            obj["posSide"] = pos_side
+        self.emit(obj)
+
+    def op_swap_adjust(self, key: tuple[str, str] | None = None) -> None:
+        swap = self.swap
+        assert swap is not None
+        acct, pos_side = key if key is not None else self._perp_position()[:2]
+        action = self.draw(_of(("add", "add", "reduce")))
+        obj: Json = {
+            "type": "adjust_margin",
+            "acct": acct,
+            "instId": swap.inst_id,
+            "posSide": pos_side,
+            "action": action,
+            "amt": self._margin_amount("USDT"),
+        }
+        if self.draw(_ints(0, 4)) == 0:
+            obj["ccy"] = self.draw(_of(("USDT", "BTC")))
+        self.emit(obj)
+
+    def op_swap_leverage(self) -> None:
+        swap = self.swap
+        assert swap is not None
+        acct, _, _, mode, _ = self._perp_position()
+        lever = self.draw(_of(("1", "2", "3", "5", "10", swap.max_lever)))
+        self.emit({"type": "set_leverage", "acct": acct, "instId": swap.inst_id, "mgnMode": mode, "lever": lever})
+
+    def op_swap_mark(self) -> None:
+        assert self.swap is not None
+        self.move_mark(self.swap, 970, 1030)
+
+    def op_swap_crash(self) -> None:
+        """A large move of the SWAP mark: down (hits longs) or up (hits shorts)."""
+        assert self.swap is not None
+        down = self.draw(_BOOL)
+        self.move_mark(self.swap, *((700, 960) if down else (1040, 1400)))
+
+    def op_swap_squeeze(self, target: tuple[bool, Decimal] | None = None) -> None:
+        """Move the SWAP mark just past where a deep (tier 3, 5x) perpetual liquidates: 13.5–17 %
+        below its entry for a long, 11.5–16 % above for a short — where closing down to tier 2
+        (lower maintenance rate) can bring it back above 100 %: a partial liquidation."""
+        swap = self.swap
+        assert swap is not None
+        if target is None and not self.deep_perps:
+            self.op_swap_crash()
+            return
+        long, entry = target if target is not None else self.draw(st.sampled_from(self.deep_perps))
+        if target is None and self.draw(_ints(0, 2)):  # fresh depth the liquidation can close against
+            self.op_swap_quote(depth=Decimal(self.draw(_of((4_000, 8_000)))))
+        per_mille = self.draw(_ints(830, 865) if long else _ints(1115, 1160))
+        mark = max(swap.tick, (entry * per_mille / 1000 / swap.tick).to_integral_value() * swap.tick)
+        self.marks[swap.inst_id] = mark
+        self.emit({"type": "mark_price", "instId": swap.inst_id, "markPx": dec_str(mark)}, with_id=False)
+
+    def op_funding(self) -> None:
+        swap = self.swap
+        assert swap is not None
+        rate = self.draw(_of(("0.0001", "0.00375", "-0.0001", "-0.00375", "0.01", "-0.02", "0.08", "0")))
+        self.emit({"type": "settle_funding", "instId": swap.inst_id, "fundingRate": rate})
+
+    def op_pos_mode(self) -> None:
+        """Change the position mode (refused while the account has SWAP positions or orders)."""
+        acct = self.acct()
+        mode = self.draw(_of(("net_mode", "long_short_mode")))
+        self.emit({"type": "set_position_mode", "acct": acct, "posMode": mode})
+        if not any(a == acct for a, _ in self.perps):
+            self.pos_mode[acct] = mode
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def op(self, ops: st.SearchStrategy[str]) -> None:
+        kind = self.draw(ops)
         if kind == "order":
             self.op_order()
         elif kind == "quote":
@@ -456,8 +985,10 @@ class _Model:
             self.emit({"type": "close_position", "acct": self.acct(), "instId": inst.inst_id, "mgnMode": "cross"})
         elif kind == "reduce":
             self.op_reduce()
-        else:
+        elif kind == "invalid":
             self.op_invalid()
+        else:
+            getattr(self, f"op_{kind}")()
 
 
 _WEIGHTS = {
@@ -481,32 +1012,77 @@ _WEIGHTS = {
     "close": 3,
     "reduce": 3,
 }
-_OPS = st.sampled_from([k for k, w in _WEIGHTS.items() for _ in range(w)])
+#: Isolated spot margin (when the log has it): about a quarter of the operations.
+_ISO_WEIGHTS = {
+    "iso_open": 10,
+    "iso_order": 4,
+    "iso_close_order": 5,
+    "iso_close": 3,
+    "iso_adjust": 4,
+    "iso_leverage": 1,
+    "iso_squeeze": 3,
+}
+#: Perpetuals (when the log has them): about a third of the operations.
+_SWAP_WEIGHTS = {
+    "swap_open": 12,
+    "swap_order": 6,
+    "swap_quote": 4,
+    "swap_reduce": 3,
+    "swap_close": 3,
+    "swap_adjust": 3,
+    "swap_leverage": 1,
+    "swap_mark": 4,
+    "swap_crash": 3,
+    "swap_squeeze": 3,
+    "funding": 5,
+    "pos_mode": 1,
+}
+
+
+def _ops(*tables: dict[str, int]) -> st.SearchStrategy[str]:
+    return st.sampled_from([k for table in tables for k, w in table.items() for _ in range(w)])
+
+
+#: Operation mixes by feature: (isolated?, swap?) → strategy.
+_OPS = {
+    (False, False): _ops(_WEIGHTS),
+    (True, False): _ops(_WEIGHTS, _ISO_WEIGHTS),
+    (False, True): _ops(_WEIGHTS, _SWAP_WEIGHTS),
+    (True, True): _ops(_WEIGHTS, _ISO_WEIGHTS, _SWAP_WEIGHTS),
+}
 
 
 @st.composite
 def scenarios(draw: st.DrawFn, min_ops: int = 1, max_ops: int = 40) -> Scenario:
     """A realistic command log: prelude, deposits, then ``min_ops..max_ops`` random operations
-    (an operation is one command, or a few for a market maker's quotes)."""
-    with_eth_btc = draw(st.booleans())
+    (an operation is one command, or a few for a market maker's quotes). Logs with isolated
+    margin or perpetuals get up to a quarter more operations, so that the older mix keeps about
+    its share."""
+    isolated = draw(_BOOL)
+    with_swap = draw(_BOOL)
+    with_eth_btc = draw(_BOOL)
     names = ["BTC-USDT", "ETH-USDT", *(["ETH-BTC"] if with_eth_btc else [])]
-    if not with_eth_btc and draw(st.booleans()):
+    if not with_eth_btc and draw(_BOOL):
         names = ["BTC-USDT"]  # two assets only
-    maker_fee, taker_fee = draw(st.sampled_from([("0.0008", "0.001"), ("-0.0002", "0.0005"), ("0", "0")]))
-    n_accounts = draw(st.integers(3, 6))
+    maker_fee, taker_fee = draw(_of((("0.0008", "0.001"), ("-0.0002", "0.0005"), ("0", "0"))))
+    n_accounts = draw(_ints(3, 6))
     model = _Model(
         draw=draw,
         insts=[INSTRUMENTS[n] for n in names],
         accounts=list(ACCOUNTS[:n_accounts]),
         maker_fee=maker_fee,
         taker_fee=taker_fee,
+        swap=SWAP if with_swap else None,
+        isolated=isolated,
     )
+    ops = _OPS[(isolated, with_swap)]
+    extra = max_ops // 8 * (isolated + with_swap)
     # The engine makes an ``Inexact``-trapping context current; the generator rounds freely.
     with localcontext(Context(prec=50)):
         model.prelude()
         prelude = len(model.emitted)
-        for _ in range(draw(st.integers(min_ops, max_ops))):
-            model.op()
+        for _ in range(draw(_ints(min_ops, max_ops + extra))):
+            model.op(ops)
     return Scenario(tuple(line(obj) for obj in model.emitted), prelude)
 
 

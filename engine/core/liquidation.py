@@ -16,7 +16,8 @@ holding or owing the instrument's base currency) is evaluated on mark prices:
   ratio is re-evaluated: above 100 % the liquidation ends there (``liquidation_finished``) and the
   account keeps the rest. A step that reduces nothing, or no debt above tier 1, leads to:
 
-  **Full**: the remaining (cash) orders are canceled too — their frozen funds are needed — then,
+  **Full**: the remaining cash orders and isolated opening orders are canceled too — the funds
+  they froze in the account are needed — then,
   in this order:
 
   2. debts in non-valuation currencies (shorts) are bought back with market IOC orders sized so
@@ -58,6 +59,7 @@ def evaluate(ctx: Ctx, acct: str) -> None:
     """Evaluate the cross account, then each of its isolated positions
     (``engine.core.position_liquidation``)."""
     account = ctx.state.accounts[acct]
+    ctx.state.stuck.pop(acct, None)  # this evaluation says again whether it is stuck
     evaluate_cross(ctx, acct)
     if account.isolated:
         for inst_id in list(account.isolated):
@@ -84,8 +86,9 @@ def evaluate_cross(ctx: Ctx, acct: str, retry: bool = True) -> None:
         if not account.margin_call:
             ctx.emit(ev.MarginCallRaised(acct=acct, mgnRatio=_shown(ratio)))
         if ratio <= LIQUIDATION_RATIO:
-            if not retry or acct in ctx.liquidated:  # what the book could not absorb: next command
+            if not retry or acct in ctx.liquidated:  # the book could not absorb it: a later command
                 state.watch.forget(acct)
+                state.stuck[acct] = None
                 return
             ctx.liquidated.add(acct)
             liquidate(ctx, account, ratio)
@@ -193,12 +196,13 @@ def liquidate(ctx: Ctx, account: Account, ratio: Decimal) -> None:
     valuation = state.valuation_ccy
     acct = account.acct
     ctx.emit(ev.LiquidationStarted(acct=acct, mgnRatio=_shown(ratio)))
-    cancel_all(ctx, account, "liquidation", td_mode="cross")  # the risk-increasing ones: they borrow
+    cancel_all(ctx, account, "liquidation", ("cross",))  # the risk-increasing ones: they borrow
     if _partial(ctx, account):
         ctx.emit(ev.LiquidationFinished(acct=acct))
         ctx.touch(acct)
         return
-    cancel_all(ctx, account, "liquidation", td_mode="cash")  # a full liquidation needs what cash orders froze
+    # a full liquidation needs what cash orders and isolated opening orders froze in the account
+    cancel_all(ctx, account, "liquidation", ("cash", "isolated"))
     for key, pos in list(account.perps.items()):
         if pos.mgn_mode == "cross" and key in account.perps:
             close_at_market(ctx, account, state.instruments[key[0]], pos)

@@ -346,10 +346,14 @@ def _cancel(ctx: Ctx, order: Order, reason: str) -> None:
     )
 
 
-def cancel_all(ctx: Ctx, account: Account, reason: str, td_mode: str | None = None) -> None:
-    """Cancel every open order of an account (only those of ``td_mode`` if given), oldest first."""
+def cancel_all(ctx: Ctx, account: Account, reason: str, td_modes: tuple[str, ...] | None = None) -> None:
+    """Cancel the open orders of an account whose ``tdMode`` is in ``td_modes`` (all if
+    ``None``), oldest first — except isolated spot **closing** orders, which hold their
+    position's assets, not the account's (the position's own liquidation cancels them)."""
     for order in sorted(account.orders.values(), key=lambda o: o.order_id):
-        if td_mode is None or order.td_mode == td_mode:
+        if order.td_mode == "isolated" and order.reduce and ctx.state.instruments[order.inst_id].inst_type == "SPOT":
+            continue
+        if td_modes is None or order.td_mode in td_modes:
             _cancel(ctx, order, reason)
 
 

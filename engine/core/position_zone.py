@@ -48,7 +48,8 @@ def judge(
             ctx.emit(ev.MarginCallRaised(acct=account.acct, mgnRatio=shown(ratio), **scope))
         if ratio <= LIQUIDATION_RATIO:
             state.pos_watch.forget(wkey)
-            if wkey in ctx.liquidated:
+            if wkey in ctx.liquidated:  # the book could not absorb it: a later command retries
+                state.stuck[account.acct] = None
                 return False
             ctx.liquidated.add(wkey)
             liquidate(ratio)

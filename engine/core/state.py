@@ -378,6 +378,7 @@ class State:
         "price_inst",
         "prices",
         "seen_ids",
+        "stuck",
         "valuation_ccy",
         "watch",
         "written_off",
@@ -410,6 +411,11 @@ class State:
         #: Like ``watch`` for isolated and SWAP positions: key ``acct␟instId␟posSide``, band key
         #: ``@instId`` (cache, not in snapshots).
         self.pos_watch = RiskWatch()
+        #: Accounts whose last evaluation left a liquidation the book could not complete (a
+        #: perpetual with no bids, …): every mark the account is exposed to re-evaluates them,
+        #: as evaluating every exposed debtor would (cache, not in snapshots: a restored state
+        #: evaluates every debtor on its first mark anyway).
+        self.stuck: dict[str, None] = {}
         #: Idempotency keys already applied (membership only; never iterated unsorted).
         self.seen_ids: set[str] = set()
         self.last_seq = 0

@@ -82,6 +82,11 @@ def _mark_price(ctx: Ctx, command: cmd.MarkPrice) -> None:
             found.update(dict.fromkeys(state.watch.crossed(key, mark, lambda a: _holds_position(accounts[a], inst_id))))
         for pos_key in state.pos_watch.crossed(key, mark, lambda k: k.split(SEP)[1] == inst_id):
             found[pos_key.split(SEP)[0]] = None
+    prices = inst.inst_type == "SPOT" and state.price_inst.get(base) == inst_id
+    for acct in state.stuck:  # an unfinished liquidation is retried by every mark it is exposed to
+        account = accounts[acct]
+        if _holds_position(account, inst_id) or (prices and base in account.balances):
+            found[acct] = None
     # a band left behind by a position since closed (its account no longer exposed) is stale
     for acct in sorted((a for a in found if a in debtors), key=debtors.__getitem__):
         ctx.touch(acct)
