@@ -374,15 +374,23 @@ def test_projector_publishes_every_change_whatever_the_batching(tmp_path: Path) 
     """Fold the embedded journal with random batch cuts: after every flush, every key's last
     published value is its value in ``build_view`` (nothing stale, nothing missing, positions
     gone — liquidated or closed — tombstoned); alerts do not depend on the cuts and are exactly
-    the journal's."""
+    the journal's. Cross, isolated spot and perpetual positions (the full demo and two golden
+    liquidation scenarios) included."""
     flow = tmp_path / "flow.jsonl"
     write_flow(flow, 1_500, seed=2)
     scenario_file, closing = tmp_path / "risk.jsonl", tmp_path / "close.jsonl"
     risk_scenario(scenario_file)
     close = {"type": "close_position", "ts": 1_800_000_000_000, "id": "c-1", "acct": "carol", "instId": "BTC-USDT"}
     closing.write_text(scenario_file.read_text() + json.dumps({**close, "mgnMode": "cross"}) + "\n")
+    # the full margin model: the demo (isolated spot, an isolated perpetual, funding,
+    # liquidations) and the golden isolated / perpetual liquidation scenarios
+    full_demo = tmp_path / "demo.jsonl"
+    full_demo.write_text("".join(json.dumps(c) + "\n" for _, batch in scenario() for c in batch))
+    golden = Path(__file__).parent.parent / "golden"
     views: dict[str, bytes] = {}
-    for path, name in ((flow, "flow"), (scenario_file, "risk"), (closing, "close")):
+    runs = [(flow, "flow"), (scenario_file, "risk"), (closing, "close"), (full_demo, "demo")]
+    runs += [(golden / f"{name}.commands.jsonl", name) for name in ("isolated_partial", "perp_liquidation")]
+    for path, name in runs:
         reference = embedded_run(path, tmp_path / name)
         views[name] = reference.view
         journal = journal_of(tmp_path / name)
