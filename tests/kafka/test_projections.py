@@ -570,7 +570,11 @@ def test_sigkill_mid_stream_publishes_exactly_the_uninterrupted_records_and_rebu
 
     rng = random.Random(5)
     victims: list[EngineProcess] = []
-    for low, high in ((0.25, 0.4), (0.6, 0.75)):
+    # Two kills, and up to two more when neither restart had outcomes to re-fold (a loaded
+    # machine can delay a kill until just after a snapshot was committed).
+    for round_, (low, high) in enumerate(((0.2, 0.3), (0.4, 0.5), (0.6, 0.7), (0.8, 0.9))):
+        if round_ >= 2 and any(recoveries(v)[0][1] > 0 for v in victims[1:]):
+            break
         target = int(rng.uniform(low, high) * total)
         victim = services("project", killed, *flags)
         victims.append(victim)
@@ -585,7 +589,8 @@ def test_sigkill_mid_stream_publishes_exactly_the_uninterrupted_records_and_rebu
     # The restarts restored a snapshot and re-folded the events after it, without publishing.
     restarts = [recoveries(p)[0] for p in (*victims[1:], final)]
     assert any(snap > 0 and refolded > 0 for snap, refolded, _, _ in restarts), restarts
-    assert all(0 < last_seq < total for *_, last_seq in restarts), restarts
+    assert all(0 < last_seq <= total for *_, last_seq in restarts), restarts
+    assert any(last_seq < total for *_, last_seq in restarts), restarts  # at least one mid-stream
 
     ours, theirs = (read_records(kafka_bootstrap, f"{p}.risk") for p in (killed, steady))
     assert latest(ours) == keyed(reference.view)
