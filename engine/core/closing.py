@@ -52,11 +52,6 @@ def _owed(account: Account, ccy: str) -> Decimal:
     return bal.liab + bal.interest if bal else ZERO
 
 
-def _free(account: Account, ccy: str) -> Decimal:
-    bal = account.balances.get(ccy)
-    return bal.cash - bal.frozen if bal else ZERO
-
-
 def close_position(ctx: Ctx, cmd: ClosePosition) -> None:
     state = ctx.state
     inst = state.instruments.get(cmd.instId)
@@ -89,7 +84,7 @@ def close_position(ctx: Ctx, cmd: ClosePosition) -> None:
 def _close_long(ctx: Ctx, account: Account, inst: Instrument, assets: Decimal) -> None:
     state = ctx.state
     debt = _owed(account, inst.quote)
-    holding = _free(account, inst.base)
+    holding = account.free(inst.base)
     price = price_of(state, inst.base)
     if debt and price is not None:
         buffer = close_buffer(state, account, inst.quote, debt)
@@ -110,7 +105,7 @@ def _close_long(ctx: Ctx, account: Account, inst: Instrument, assets: Decimal) -
 def _close_short(ctx: Ctx, account: Account, inst: Instrument) -> None:
     state = ctx.state
     debt = _owed(account, inst.base)
-    need = debt - _free(account, inst.base)
+    need = debt - account.free(inst.base)
     if need > 0:
         gross = div_up(need, ONE - inst.taker_fee, state.assets[inst.base].decimals)
         submit_market_order(ctx, account, inst, True, lot_ceil(inst, gross), "close")
@@ -121,7 +116,7 @@ def _close_short(ctx: Ctx, account: Account, inst: Instrument) -> None:
 
 
 def _repay(ctx: Ctx, account: Account, ccy: str) -> None:
-    pay = min(_free(account, ccy), _owed(account, ccy))
+    pay = min(account.free(ccy), _owed(account, ccy))
     if pay > 0:
         emit_repay(ctx, account.acct, ccy, pay, "close")
 

@@ -56,13 +56,14 @@ class OrderTerms:
         self.reduce = reduce
 
 
-def _free(account: Account, ccy: str) -> Decimal:
-    bal = account.balances.get(ccy)
-    return bal.cash - bal.frozen if bal else ZERO
-
-
 def _pending_opening(account: Account, inst_id: str) -> list[Order]:
     return [o for o in account.orders.values() if o.inst_id == inst_id and o.td_mode == "isolated" and not o.reduce]
+
+
+def pending_borrow(order: Order) -> Decimal:
+    """What a resting isolated opening order will borrow if it fills: the quote cost of a buy
+    at its limit price, the base size of a sell."""
+    return order.remaining * order.px if order.is_buy and order.px is not None else order.remaining
 
 
 def iso_lever(account: Account, inst: Instrument) -> Decimal:
@@ -112,13 +113,13 @@ def order_terms(
         raise Rejected("invalid_sz", "the order is too small to need any margin")
     debt = (iso_debt(pos) if pos is not None else ZERO) + (cost if is_buy else sz)
     for order in pending:
-        debt += order.remaining * order.px if order.is_buy and order.px is not None else order.remaining
+        debt += pending_borrow(order)
     cap = margin.spot_borrow_cap(inst.tiers, lever, not is_buy)
     if debt > cap:
         ccy_debt = inst.quote if is_buy else inst.base
         shown = f"position debt would be {fmt(debt)} {ccy_debt}, above {fmt(cap)} at {fmt(lever)}x"
         raise Rejected("borrow_limit", shown)
-    free = _free(account, mgn_ccy)
+    free = account.free(mgn_ccy)
     if free < im:
         raise Rejected("insufficient_balance", f"initial margin {fmt(im)} {mgn_ccy}, {fmt(free)} available")
     return OrderTerms(im, POS_SIDE, mgn_ccy, lever, False)
@@ -236,7 +237,7 @@ def settle_if_repaid(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosit
 def adjust_margin(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition, action: str, amt: Decimal) -> None:
     mgn_ccy = pos.mgn_ccy
     if action == "add":
-        free = _free(account, mgn_ccy)
+        free = account.free(mgn_ccy)
         if free < amt:
             raise Rejected("insufficient_balance", f"add {fmt(amt)} {mgn_ccy}: {fmt(free)} available")
     else:

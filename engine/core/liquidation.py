@@ -110,13 +110,8 @@ def _shown(ratio: Decimal) -> Decimal:
     return shown
 
 
-def _free(account: Account, ccy: str) -> Decimal:
-    """Cash not frozen: isolated opening orders keep their frozen margin through a cross
-    liquidation (their positions are apart), so the cross side pays only with free cash."""
-    bal = account.balances[ccy]
-    return bal.cash - bal.frozen
-
-
+# Payments use free cash only (``Account.free``): orders the liquidation does not cancel keep
+# what they froze.
 def _owed(account: Account, ccy: str) -> Decimal:
     bal = account.balances[ccy]
     return bal.liab + bal.interest
@@ -149,7 +144,7 @@ def _reduce_debt(ctx: Ctx, account: Account, ccy: str, target: Decimal) -> bool:
     places = state.assets[ccy].decimals
     if ccy == state.valuation_ccy:
         for held, bal in list(account.balances.items()):
-            need = _owed(account, ccy) - target - _free(account, ccy)
+            need = _owed(account, ccy) - target - account.free(ccy)
             if need <= 0:
                 break
             price = price_of(state, held)
@@ -161,12 +156,12 @@ def _reduce_debt(ctx: Ctx, account: Account, ccy: str, target: Decimal) -> bool:
             if qty > 0:
                 submit_liquidation_order(ctx, account, inst, False, qty)
     elif ccy in state.price_inst:
-        need = _owed(account, ccy) - target - _free(account, ccy)
+        need = _owed(account, ccy) - target - account.free(ccy)
         if need > 0:
             inst = state.instruments[state.price_inst[ccy]]
             gross = div_up(need, ONE - inst.taker_fee - inst.liq_fee, places)
             submit_liquidation_order(ctx, account, inst, True, lot_ceil(inst, gross))
-    pay = min(_free(account, ccy), _owed(account, ccy) - target)
+    pay = min(account.free(ccy), _owed(account, ccy) - target)
     if pay > 0:
         emit_repay(ctx, acct, ccy, pay, "liquidation")
     return _owed(account, ccy) < before
@@ -208,29 +203,29 @@ def liquidate(ctx: Ctx, account: Account, ratio: Decimal) -> None:
             close_at_market(ctx, account, state.instruments[key[0]], pos)
     others = [ccy for ccy in account.balances if ccy != valuation and ccy in state.price_inst]
     for ccy in others:
-        short = _owed(account, ccy) - _free(account, ccy)
+        short = _owed(account, ccy) - account.free(ccy)
         if short > 0:
             inst = state.instruments[state.price_inst[ccy]]
             gross = div_up(short, ONE - inst.taker_fee - inst.liq_fee, state.assets[ccy].decimals)
             submit_liquidation_order(ctx, account, inst, True, lot_ceil(inst, gross))
-        pay = min(_free(account, ccy), _owed(account, ccy))
+        pay = min(account.free(ccy), _owed(account, ccy))
         if pay > 0:
             emit_repay(ctx, acct, ccy, pay, "liquidation")
     for ccy in others:
         inst = state.instruments[state.price_inst[ccy]]
-        qty = lot_floor(inst, _free(account, ccy))
+        qty = lot_floor(inst, account.free(ccy))
         if qty > 0:
             submit_liquidation_order(ctx, account, inst, False, qty)
     if valuation is not None and valuation in account.balances:
-        pay = min(_free(account, valuation), _owed(account, valuation))
+        pay = min(account.free(valuation), _owed(account, valuation))
         if pay > 0:
             emit_repay(ctx, acct, valuation, pay, "liquidation")
     if account.has_debt():
         for ccy in list(account.balances):
-            if ccy != valuation and _owed(account, ccy) < _free(account, ccy):
-                ctx.emit(ev.AssetsTakenOver(acct=acct, ccy=ccy, amt=_free(account, ccy) - _owed(account, ccy)))
+            if ccy != valuation and _owed(account, ccy) < account.free(ccy):
+                ctx.emit(ev.AssetsTakenOver(acct=acct, ccy=ccy, amt=account.free(ccy) - _owed(account, ccy)))
         for ccy in list(account.balances):
-            remaining = _owed(account, ccy) - _free(account, ccy)
+            remaining = _owed(account, ccy) - account.free(ccy)
             cover_shortfall(ctx, acct, ccy, remaining)
             owed = _owed(account, ccy)
             if owed > 0:

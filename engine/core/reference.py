@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
+from engine.core.isolated import pending_borrow
 from engine.core.money import ONE, ZERO, exponent_places, fmt, is_multiple
 from engine.core.risk import check_initial_margin
 from engine.core.state import Account, Instrument
@@ -146,7 +147,7 @@ def _check_isolated_leverage(account: Account | None, inst: Instrument, lever: D
             raise Rejected("lever_above_tier", shown)
     for order in account.orders.values():
         if order.inst_id == inst.inst_id and order.td_mode == "isolated" and not order.reduce:
-            debt += order.remaining * order.px if order.is_buy and order.px is not None else order.remaining
+            debt += pending_borrow(order)
             long = order.is_buy
     if long is None:
         return

@@ -339,6 +339,11 @@ class Account:
             bal = self.balances[ccy] = Balance()
         return bal
 
+    def free(self, ccy: str) -> Decimal:
+        """Cash in ``ccy`` not frozen by orders (0 for a currency never held)."""
+        bal = self.balances.get(ccy)
+        return bal.cash - bal.frozen if bal is not None else ZERO
+
     def has_debt(self) -> bool:
         """Cross debt in any currency."""
         return any(b.liab or b.interest for b in self.balances.values())

@@ -149,8 +149,7 @@ def order_terms(
     places = state.assets[inst.settle].decimals
     im = margin.initial_margin(notional * inst.ct_val, lever, places)
     if mode == "isolated":
-        bal = account.balances.get(inst.settle)
-        free = bal.cash - bal.frozen if bal else ZERO
+        free = account.free(inst.settle)
         if im <= 0 or free < im:
             raise Rejected("insufficient_balance", f"initial margin {fmt(im)} {inst.settle}, {fmt(free)} available")
         return OrderTerms(im, pos_side, inst.settle, lever, reduce)
@@ -282,8 +281,7 @@ def adjust_margin(ctx: Ctx, account: Account, inst: Instrument, command: cmd.Adj
         raise Rejected("margin_ccy_fixed", f"the position is margined in {inst.settle}, not {command.ccy}")
     amt = amount(state, inst.settle, command.amt)
     if command.action == "add":
-        bal = account.balances.get(inst.settle)
-        free = bal.cash - bal.frozen if bal else ZERO
+        free = account.free(inst.settle)
         if free < amt:
             raise Rejected("insufficient_balance", f"add {fmt(amt)} {inst.settle}: {fmt(free)} available")
     else:
