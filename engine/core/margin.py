@@ -99,6 +99,25 @@ def margin_ratio(equity: Decimal, maintenance: Decimal, fees: Decimal) -> Decima
     return NEAR.divide(equity, required)
 
 
+def threshold_price(
+    threshold: Decimal, net_const: Decimal, net_slope: Decimal, req_const: Decimal, req_slope: Decimal
+) -> Decimal | None:
+    """The price ``P`` at which a ratio linear-fractional in one price reaches ``threshold``.
+
+    With ``net = c₀ + c₁·P`` and ``required = d₀ + d₁·P`` (other prices held), ``MR = T`` where
+    ``c₀ + c₁·P = T·(d₀ + d₁·P)``: ``P_T = (T·d₀ − c₀) / (c₁ − T·d₁)``, 50 significant digits,
+    half-even. ``None`` when the ratio does not depend on ``P`` (zero slope) or the solution is
+    not a positive price. The one root formula: zone bands (:func:`zone_band`), the cross
+    liquidation price (:func:`linear_liquidation_price`) and the risk module's threshold prices
+    all solve it.
+    """
+    slope = net_slope - threshold * req_slope
+    if slope == 0:
+        return None
+    price = NEAR.divide(threshold * req_const - net_const, slope)
+    return price if price > 0 else None
+
+
 def linear_liquidation_price(
     equity_rest: Decimal, net_units: Decimal, required_rest: Decimal, required_per_price: Decimal
 ) -> Decimal | None:
@@ -106,14 +125,11 @@ def linear_liquidation_price(
 
     Equity is linear in the asset's price ``P``: ``equity_rest + net_units·P``; the requirement
     too: ``required_rest + required_per_price·P``. Solving equality gives
-    ``P = (required_rest − equity_rest) / (net_units − required_per_price)``. ``None`` when the
-    ratio does not depend on ``P`` or the solution is not a positive price.
+    ``P = (required_rest − equity_rest) / (net_units − required_per_price)``
+    (:func:`threshold_price` at 1). ``None`` when the ratio does not depend on ``P`` or the
+    solution is not a positive price.
     """
-    slope = net_units - required_per_price
-    if slope == 0:
-        return None
-    price = NEAR.divide(required_rest - equity_rest, slope)
-    return price if price > 0 else None
+    return threshold_price(LIQUIDATION_RATIO, equity_rest, net_units, required_rest, required_per_price)
 
 
 # --- Binance-style margin level (§1.4(f), E14): reported alongside, not used for triggers ------
@@ -235,15 +251,14 @@ def zone_band(
 ) -> tuple[Decimal, Decimal]:
     """Price interval around ``price`` inside which a single-price position cannot cross 100 %
     or 300 %: with ``net = c₀ + c₁·P`` and ``required = d₀ + d₁·P`` the threshold ``T`` is
-    crossed at ``P_T = (T·d₀ − c₀)/(c₁ − T·d₁)``; the band runs from the nearest such root
+    crossed at ``P_T`` (:func:`threshold_price`); the band runs from the nearest such root
     below ``price`` (or 0) to the nearest above (or 10³⁶). A root at ``price`` itself gives an
-    empty band (every mark re-evaluates)."""
+    empty band (every mark re-evaluates, the same mark again included)."""
     low, high = ZERO, Decimal(10) ** 36
     for threshold in (LIQUIDATION_RATIO, WARNING_RATIO):
-        slope = net_slope - threshold * req_slope
-        if slope == 0:
+        root = threshold_price(threshold, net_const, net_slope, req_const, req_slope)
+        if root is None:
             continue
-        root = NEAR.divide(threshold * req_const - net_const, slope)
         if root <= price and root > low:
             low = root
         if root >= price and root < high:

@@ -77,12 +77,40 @@ def isolated_spot(inst: Instrument, pos: IsoPosition, mark: Decimal) -> Position
     if in_base:
         required = NEAR.divide(required, mark)
     upl = margin.isolated_upl(pos.quote, ql, pos.base, bl, mark, in_base)
-    band = None
-    if ratio is not None:
-        k1 = (1 + m) * (1 + f) - 1
-        band = margin.zone_band(qa - ql, ba - bl, ql * k1, bl * k1, mark)
+    band = margin.zone_band(*_iso_line(inst, qa, ql, ba, bl, row), mark) if ratio is not None else None
     liq_px = margin.isolated_liquidation_price(qa, ql, ba, bl, m, f) if ratio is not None else None
     return PositionFigures(ratio, liq_px, required, upl, row, band)
+
+
+def _iso_line(
+    inst: Instrument, qa: Decimal, ql: Decimal, ba: Decimal, bl: Decimal, row: TierRow
+) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """``(c₀, c₁, d₀, d₁)`` of an isolated spot position (``iso_assets``), in quote:
+    ``net = c₀ + c₁·P`` (``(QA − QL) + (BA − BL)·P``), ``required = d₀ + d₁·P``
+    (``(QL + BL·P)·(k − 1)``, ``k = (1+m)(1+f)``)."""
+    k1 = (1 + row.mmr) * (1 + inst.taker_fee) - 1
+    return qa - ql, ba - bl, ql * k1, bl * k1
+
+
+def _perp_line(inst: Instrument, pos: PerpPosition, row: TierRow) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """``(c₀, c₁, d₀, d₁)`` of an isolated perpetual: ``net = M + q·ctVal·(P − E)``,
+    ``required = |q|·ctVal·P·(m + f)``."""
+    signed = pos.qty * inst.ct_val
+    return pos.margin - signed * pos.avg_px, signed, ZERO, abs(signed) * (row.mmr + inst.taker_fee)
+
+
+def threshold_price(inst: Instrument, pos: IsoPosition | PerpPosition, threshold: Decimal) -> Decimal | None:
+    """Mark at which an isolated spot or isolated perpetual position's ratio equals
+    ``threshold`` (``margin.threshold_price``; at 1 it is the liquidation price, at 3 the
+    margin-call price). ``None`` without a ratio (no debt, a cross perpetual, size 0) or when
+    no positive price solves it."""
+    if isinstance(pos, IsoPosition):
+        if not iso_debt(pos):
+            return None
+        return margin.threshold_price(threshold, *_iso_line(inst, *iso_assets(inst, pos), iso_tier(inst, pos)))
+    if pos.mgn_mode != "isolated" or pos.qty == 0:
+        return None
+    return margin.threshold_price(threshold, *_perp_line(inst, pos, perp_tier(inst, pos)))
 
 
 def perp_tier(inst: Instrument, pos: PerpPosition) -> TierRow:
@@ -100,6 +128,5 @@ def perpetual(inst: Instrument, pos: PerpPosition, mark: Decimal) -> PositionFig
         return PositionFigures(None, None, required, upl, row, None)
     ratio = margin.margin_ratio(pos.margin + upl, required, ZERO)
     liq_px = margin.perp_isolated_liquidation_price(size, pos.avg_px, pos.margin, row.mmr, inst.taker_fee, pos.qty > 0)
-    signed = pos.qty * inst.ct_val
-    band = margin.zone_band(pos.margin - signed * pos.avg_px, signed, ZERO, size * (row.mmr + inst.taker_fee), mark)
+    band = margin.zone_band(*_perp_line(inst, pos, row), mark)
     return PositionFigures(ratio, liq_px, required, upl, row, band)

@@ -212,20 +212,27 @@ def check_initial_margin(
     return None
 
 
-def cross_liquidation_price(state: State, account: Account, ccy: str) -> Decimal | None:
-    """Mark price of ``ccy`` at which the account's MR reaches 1, all other marks held.
+def cross_threshold_price(state: State, account: Account, ccy: str, threshold: Decimal) -> Decimal | None:
+    """Mark price of ``ccy`` (a currency, or ``@instId`` for a cross perpetual) at which the
+    account's MR reaches ``threshold``, all other marks held.
 
     Splits equity and requirement into the part that moves with ``P(ccy)`` and the rest, then
-    solves with :func:`margin.linear_liquidation_price`. The tier of a debt depends on its
-    amount, not on price, so the requirement is linear in ``P``.
+    solves with :func:`margin.threshold_price`. The tier of a debt depends on its amount, not on
+    price, so the requirement is linear in ``P``.
     """
     risk = account_risk(state, account)
     for leg_ccy, price, units, per_price in risk.legs:
         if leg_ccy == ccy:
             equity_rest = risk.equity - units * price
             required_rest = risk.required - per_price * price
-            return margin.linear_liquidation_price(equity_rest, units, required_rest, per_price)
+            return margin.threshold_price(threshold, equity_rest, units, required_rest, per_price)
     return None
+
+
+def cross_liquidation_price(state: State, account: Account, ccy: str) -> Decimal | None:
+    """Mark price of ``ccy`` at which the account's MR reaches 1, all other marks held
+    (:func:`cross_threshold_price` at 1)."""
+    return cross_threshold_price(state, account, ccy, margin.LIQUIDATION_RATIO)
 
 
 def close_buffer(state: State, account: Account, ccy: str, debt: Decimal) -> Decimal:
