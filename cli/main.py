@@ -96,7 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from replay.verify import replay_dir
 
-    report = replay_dir(args.dir, from_snapshot=args.from_snapshot)
+    report = replay_dir(args.dir, from_snapshot=args.from_snapshot, full_sweep=args.full_sweep)
     for seq, ok in report.snapshots_checked:
         print(f"snapshot {seq}: {'ok' if ok else 'DIGEST MISMATCH'}")
     if report.mismatch is not None:
@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="re-run a log directory and verify the recorded events")
     replay.add_argument("dir")
     replay.add_argument("--from-snapshot", type=int, metavar="SEQ", help="start from the snapshot at SEQ")
+    replay.add_argument(
+        "--full-sweep",
+        action="store_true",
+        help="replay with the slow reference engine: every exposed account evaluated after every command",
+    )
     replay.set_defaults(func=_cmd_replay)
     from cli import services
 

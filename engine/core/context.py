@@ -30,9 +30,9 @@ class InvariantBroken(RuntimeError):
 
 
 class Ctx:
-    __slots__ = ("changed", "events", "liquidated", "seq", "state", "touched", "ts")
+    __slots__ = ("changed", "events", "exhaustive", "liquidated", "seq", "state", "sweep", "touched", "ts")
 
-    def __init__(self, state: State, seq: int, ts: int) -> None:
+    def __init__(self, state: State, seq: int, ts: int, exhaustive: bool = False) -> None:
         self.state = state
         self.seq = seq
         self.ts = ts
@@ -45,6 +45,12 @@ class Ctx:
         #: Accounts and positions liquidated by this command: liquidated at most once per
         #: command (what the book could not absorb is retried at a later command).
         self.liquidated: set[str] = set()
+        #: Accounts to evaluate after the command's own touches, one at a time in this order,
+        #: each followed by everything its evaluation touched (a mark's candidates, debtor order).
+        self.sweep: list[str] = []
+        #: The full-sweep engine (``Engine(full_sweep=True)``): no evaluation is skipped as
+        #: unchanged (``engine.core.position_zone.unchanged``).
+        self.exhaustive = exhaustive
 
     def emit(self, event: ev.Event) -> None:
         self.events.append(event)

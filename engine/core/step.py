@@ -12,7 +12,9 @@ command whose numbers are too large for exact arithmetic, if nothing was decided
 (``out_of_range``); then every
 account the command touched is evaluated for margin calls and liquidation, in order of touch —
 an evaluation that changes other accounts (a liquidation's counterparties) queues them too, until
-no account awaits evaluation; then invariants are checked. A broken invariant raises :class:`InvariantBroken`: the
+no account awaits evaluation; then the sweep (``engine.core.sweep``: a mark's candidates in
+debtor order, each evaluated with everything it touches before the next; the full-sweep
+engine: every exposed account); then invariants are checked. A broken invariant raises :class:`InvariantBroken`: the
 caller must stop without committing the outcome.
 """
 
@@ -21,13 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from engine.core import closing, funds, isolated, orders, reference, swap
+from engine.core import closing, funds, isolated, orders, reference, swap, sweep
 from engine.core.context import Ctx, InvariantBroken, Rejected
 from engine.core.evolve import apply
 from engine.core.liquidation import evaluate
 from engine.core.money import use_engine_context
-from engine.core.state import Account, State
-from engine.core.watch import SEP
+from engine.core.state import State
 from events import commands as cmd
 from events import journal as ev
 
@@ -54,48 +55,13 @@ def _adjust_margin(ctx: Ctx, command: cmd.AdjustMargin) -> None:
 
 
 def _mark_price(ctx: Ctx, command: cmd.MarkPrice) -> None:
-    """Set the mark, then evaluate, in debtor order, the accounts it may move across a
-    threshold: cross accounts whose risk band it leaves (``engine.core.watch``) — or, on the
-    first mark of a currency (holdings start to count), every debtor holding that currency —
-    and accounts with a position on the instrument whose band it leaves (``state.pos_watch``;
-    every such account on the instrument's first mark)."""
+    """Set the mark, then queue for the sweep the accounts it may move across a threshold
+    (``engine.core.sweep.mark_candidates``, in debtor order)."""
     state = ctx.state
-    inst_id = command.instId
-    first = inst_id not in state.marks
+    first = command.instId not in state.marks
     reference.mark_price(ctx, command)
-    mark = state.marks[inst_id]
-    inst = state.instruments[inst_id]
-    base = inst.base
-    debtors = state.debtors
-    accounts = state.accounts
-    found: dict[str, None] = {}
-    if inst.inst_type == "SPOT" and state.price_inst.get(base) == inst_id:
-        if first:
-            found.update((acct, None) for acct in debtors if base in accounts[acct].balances)
-        else:
-            found.update(dict.fromkeys(state.watch.crossed(base, mark, lambda acct: base in accounts[acct].balances)))
-    key = "@" + inst_id
-    if first:
-        found.update((acct, None) for acct in debtors if _holds_position(accounts[acct], inst_id))
-    else:
-        if inst.inst_type == "SWAP":
-            found.update(dict.fromkeys(state.watch.crossed(key, mark, lambda a: _holds_position(accounts[a], inst_id))))
-        for pos_key in state.pos_watch.crossed(key, mark, lambda k: k.split(SEP)[1] == inst_id):
-            found[pos_key.split(SEP)[0]] = None
-    prices = inst.inst_type == "SPOT" and state.price_inst.get(base) == inst_id
-    for acct in state.stuck:  # an unfinished liquidation is retried by every mark it is exposed to
-        account = accounts[acct]
-        if _holds_position(account, inst_id) or (prices and base in account.balances):
-            found[acct] = None
-    # a band left behind by a position since closed (its account no longer exposed) is stale
-    for acct in sorted((a for a in found if a in debtors), key=debtors.__getitem__):
-        ctx.touch(acct)
-
-
-def _holds_position(account: Account, inst_id: str) -> bool:
-    if inst_id in account.isolated:
-        return True
-    return any(key[0] == inst_id for key in account.perps)
+    inst = state.instruments[command.instId]
+    ctx.sweep = sweep.mark_candidates(state, inst, state.marks[command.instId], first)
 
 
 _HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
@@ -116,6 +82,13 @@ _HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
     cmd.AccrueInterest: funds.accrue_interest,
     cmd.SettleFunding: swap.settle_funding,
 }
+#: The full-sweep engine's handlers: a mark only sets the price (every account is swept after).
+_FULL_SWEEP_HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
+    **_HANDLERS,
+    cmd.MarkPrice: reference.mark_price,
+}
+#: A full sweep that still emits after this many rounds is an evaluation that never settles.
+MAX_SWEEPS = 8
 
 
 def record(state: State, outcome: ev.Outcome) -> None:
@@ -137,18 +110,25 @@ def fold(state: State, outcome: ev.Outcome) -> None:
 
 
 class Engine:
-    """Holds the state and steps commands through it. Not thread-safe by design."""
+    """Holds the state and steps commands through it. Not thread-safe by design.
 
-    __slots__ = ("state",)
+    ``full_sweep=True`` is the slow reference of the same rules (``engine.core.sweep``): after
+    every command every exposed account is evaluated, no risk watch or cached evaluation is
+    used. Its journal must be byte-identical to the incremental engine's (the differential
+    oracle, ``marginbook replay --full-sweep``)."""
 
-    def __init__(self, state: State | None = None) -> None:
+    __slots__ = ("full_sweep", "state")
+
+    def __init__(self, state: State | None = None, *, full_sweep: bool = False) -> None:
         use_engine_context()
         self.state = state if state is not None else State()
+        self.full_sweep = full_sweep
 
     def step(self, command: cmd.Command) -> ev.Outcome:
         state = self.state
         seq = state.last_seq + 1
-        ctx = Ctx(state, seq, command.ts)
+        full = self.full_sweep
+        ctx = Ctx(state, seq, command.ts, full)
         if command.id is not None and command.id in state.seen_ids:
             tag = str(command.__struct_config__.tag)
             ctx.emit(
@@ -156,7 +136,7 @@ class Engine:
             )
         else:
             try:
-                _HANDLERS[type(command)](ctx, command)
+                (_FULL_SWEEP_HANDLERS if full else _HANDLERS)[type(command)](ctx, command)
             except Rejected as refusal:
                 if ctx.events:
                     raise InvariantBroken(f"refusal after events were emitted: {refusal}") from refusal
@@ -168,14 +148,41 @@ class Engine:
                     raise InvariantBroken(f"seq {seq}: inexact arithmetic after events were emitted") from err
                 too_big = Rejected("out_of_range", "amounts or prices too large for exact arithmetic")
                 ctx.emit(_refusal(command, too_big))
-            acct = ctx.next_touched()
-            while acct is not None:
-                evaluate(ctx, acct)
-                acct = ctx.next_touched()
+            _drain(ctx)
+            if full:
+                _sweep_everyone(ctx, command)
+            else:
+                for acct in ctx.sweep:
+                    ctx.touch(acct)
+                    _drain(ctx)
             _check_invariants(ctx, command)
         outcome = ev.Outcome(seq=seq, ts=command.ts, id=command.id, events=ctx.events)
         record(state, outcome)
         return outcome
+
+
+def _drain(ctx: Ctx) -> None:
+    """Evaluate every account awaiting evaluation, oldest first, until none is left."""
+    acct = ctx.next_touched()
+    while acct is not None:
+        evaluate(ctx, acct)
+        acct = ctx.next_touched()
+
+
+def _sweep_everyone(ctx: Ctx, command: cmd.Command) -> None:
+    """The full sweep (``engine.core.sweep.everyone``), repeated until a round emits nothing."""
+    state = ctx.state
+    marked = None
+    if isinstance(command, cmd.MarkPrice) and ctx.events and isinstance(ctx.events[0], ev.MarkPriceSet):
+        marked = state.instruments[command.instId]
+    for _ in range(MAX_SWEEPS):
+        emitted = len(ctx.events)
+        for acct in sweep.everyone(state, marked):
+            ctx.touch(acct)
+            _drain(ctx)
+        if len(ctx.events) == emitted:
+            return
+    raise InvariantBroken(f"seq {ctx.seq}: the full sweep still emits after {MAX_SWEEPS} rounds")
 
 
 def _refusal(command: cmd.Command, refusal: Rejected) -> ev.Event:
