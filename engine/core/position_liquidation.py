@@ -43,7 +43,7 @@ from engine.core.isolated import (
 from engine.core.margin import LIQUIDATION_RATIO, spot_tier_limit
 from engine.core.money import ONE, ZERO, div_up
 from engine.core.orders import lot_ceil, lot_floor, submit_market_order, walk_book
-from engine.core.position_zone import judge, shown
+from engine.core.position_zone import judge, shown, unchanged
 from engine.core.shortfall import cover_shortfall
 from engine.core.state import Account, Instrument, IsoPosition
 from engine.core.watch import watch_key
@@ -59,7 +59,7 @@ def evaluate_isolated(ctx: Ctx, account: Account, inst_id: str) -> None:
         state.pos_watch.forget(key)
         return
     inputs = (pos.base, pos.quote, pos.margin, pos.liab, pos.interest, mark)
-    if pos.seen == inputs:  # nothing it depends on moved: same zone, same band
+    if unchanged(ctx, key, pos, inputs):  # same inputs, band still watched: same zone
         return
     inst = state.instruments[inst_id]
     figures = position_risk.isolated_spot(inst, pos, mark)

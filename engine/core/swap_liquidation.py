@@ -24,7 +24,7 @@ from engine.core import position_risk
 from engine.core.context import Ctx
 from engine.core.margin import LIQUIDATION_RATIO
 from engine.core.orders import submit_market_order
-from engine.core.position_zone import judge, shown
+from engine.core.position_zone import judge, shown, unchanged
 from engine.core.state import Account, Instrument, PerpPosition
 from engine.core.watch import watch_key
 from events import journal as ev
@@ -49,7 +49,7 @@ def evaluate_perp(ctx: Ctx, account: Account, inst_id: str, pos_side: str) -> No
         state.pos_watch.forget(wkey)
         return
     inputs = (pos.qty, pos.avg_px, pos.margin, mark)
-    if pos.seen == inputs:  # nothing it depends on moved: same zone, same band
+    if unchanged(ctx, wkey, pos, inputs):  # same inputs, band still watched: same zone
         return
     inst = state.instruments[inst_id]
     figures = position_risk.perpetual(inst, pos, mark)

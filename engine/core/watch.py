@@ -15,8 +15,12 @@ warned). Splitting ``s`` equally over the ``n`` exposed currencies gives each cu
 half-width ``s / (n·|a_c|)`` (rounded down); while every price stays strictly inside its band the
 drift is below ``s``. Leaving a band triggers an exact evaluation, which is the only thing that
 emits events — so the journal is the same as if every exposed debtor were evaluated on every
-mark. Candidates are evaluated in debtor order (order of first borrowing), the order a full sweep
-would use.
+mark. Candidates are evaluated in debtor order, one at a time (``engine.core.sweep``), the order
+a full sweep uses; the full-sweep engine and the differential oracle check it.
+
+A band that does not *strictly* contain the mark is left: at exactly a threshold the band has
+zero width, so every mark re-evaluates the account, the same price again included. A cached
+evaluation may stand in for a new one only while its band is still registered (:meth:`holds`).
 
 Bounds are kept as integers in units of 10⁻¹² (a lower bound rounded up, an upper bound rounded
 down, the mark rounded outward — every rounding can only narrow a band), in two binary heaps per
@@ -75,6 +79,11 @@ class RiskWatch:
         self._size = 0
         #: Debtors without a band whose balances changed (or restored from a snapshot).
         self.dirty: dict[str, None] = {}
+
+    def holds(self, acct: str) -> bool:
+        """Is a band of ``acct`` registered (not dropped by :meth:`crossed` or :meth:`forget`)?
+        A cached evaluation may stand in for a new one only while its band is still here."""
+        return acct in self._banded
 
     def forget(self, acct: str) -> None:
         """Drop the account's band and dirt (it has no debt, or will be re-banded)."""
