@@ -255,13 +255,17 @@ def _borrow_for_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: 
 
 
 def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -> None:
-    """Match ``order`` against the opposite side, best price first, FIFO within a level."""
+    """Match ``order`` against the opposite side, best price first, FIFO within a level. It
+    stops when the order is filled, the book side is empty or beyond the limit, or the order is
+    gone (a closing fill that repays an isolated position releases it, and that cancels the
+    position's orders, this one included)."""
     state = ctx.state
+    orders = state.orders
     levels = inst.book.asks if order.is_buy else inst.book.bids
     limit = order.px
     quote_dec = state.assets[inst.quote].decimals
     base_dec = state.assets[inst.base].decimals if inst.inst_type == "SPOT" else quote_dec
-    while order.remaining and levels:
+    while order.remaining and levels and order.order_id in orders:
         level = levels.peekitem(0)[1]
         maker = next(iter(level.values()))
         px = maker.px
