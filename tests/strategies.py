@@ -33,6 +33,16 @@ which ``clOrdId``s were used) only to make the draws *plausible*: prices a few t
 mark, sizes on the lot, cancels of orders that probably rest, leveraged positions big enough to
 be liquidated by a crash. It never predicts the engine's answer.
 
+:func:`oracle_scenarios` (the differential oracle's logs, ``tests/test_oracle.py``) adds
+operations that read the state of a **shadow engine** stepped over the lines emitted so far
+(:class:`Shadow`): marks aimed at the price where an exposed cross leg, isolated spot position or
+isolated perpetual (:class:`Target`) reaches exactly 300 % or 100 % — the engine's own solvers,
+``risk.cross_threshold_price`` and ``position_risk.threshold_price`` — sent once or repeated;
+jumps straight past both; exact ratios constructed at round prices (the margin or cash that puts
+a position exactly at the threshold, on a fresh single-fill position when an old one's numbers
+are too long); cross positions with tier-2 debt squeezed just past their liquidation price
+(cross partial liquidations). These aim; they still predict nothing the oracle compares.
+
 Lines decode with :func:`events.codec.decode_command_json`, so every property that steps them
 also exercises the wire format.
 """
@@ -42,12 +52,19 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, Context, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from typing import Any
 
 import msgspec
 from hypothesis import strategies as st
 
+from engine.core import position_risk
+from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO, margin_ratio
+from engine.core.money import EXACT
+from engine.core.position_risk import iso_debt
+from engine.core.risk import account_risk, cross_threshold_price
+from engine.core.state import IsoPosition, PerpPosition, State
+from engine.core.step import Engine
 from events.codec import decode_command_json
 from events.commands import COMMAND_TYPES, Command
 
@@ -210,6 +227,10 @@ class _Model:
     deep_iso: list[tuple[str, bool, Decimal]] = field(default_factory=list)
     #: The SWAP margin mode each account mostly trades in (the mode is fixed per open position).
     swap_modes: dict[str, str] = field(default_factory=dict)
+    #: ``oracle_scenarios`` only: an engine stepped over the emitted commands (see ``Shadow``),
+    #: and instruments whose prelude mark is held back (sent later by ``op_first_mark``).
+    shadow: Shadow | None = None
+    deferred: list[str] = field(default_factory=list)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -950,6 +971,254 @@ class _Model:
         if not any(a == acct for a, _ in self.perps):
             self.pos_mode[acct] = mode
 
+    # --- the oracle's state-aware operations (``oracle_scenarios``; need ``shadow``) -----------
+
+    def _shadow_state(self) -> State | None:
+        return self.shadow.state(self.emitted) if self.shadow is not None else None
+
+    def emit_mark(self, inst_id: str, mark: Decimal, repeats: int = 1) -> None:
+        """``repeats`` identical ``mark_price`` commands in a row (a feed re-sending a price)."""
+        for _ in range(repeats):
+            self.emit({"type": "mark_price", "instId": inst_id, "markPx": dec_str(mark)}, with_id=self.draw(_BOOL))
+        self.marks[inst_id] = mark
+
+    def _target(self, state: State) -> Target | None:
+        options = targets(state)
+        return self.draw(st.sampled_from(options)) if options else None
+
+    def _aim(self, inst_id: str, price: Decimal) -> Decimal | None:
+        """A mark at ``price``: the price itself when the wire can carry it (18 decimals), else
+        one of its neighbours at 18 decimals or on the tick."""
+        if not 0 < price < _MAX_MARK:
+            return None
+        if price == price.quantize(_MARK_QUANTUM):
+            return price
+        tick = self.by_id(inst_id).tick
+        step = self.draw(_of((_MARK_QUANTUM, _MARK_QUANTUM, tick)))
+        up = self.draw(_BOOL)
+        aimed = (price / step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR) * step
+        return aimed if aimed > 0 else None
+
+    def op_threshold(self, target: Target | None = None) -> None:
+        """A mark at the price where an exposed account's or position's ratio equals 300 % or
+        100 % (the engine's own solvers), often sent again (same price, in a row), sometimes
+        followed by the mark at the other threshold. Without any, a position is opened."""
+        state = self._shadow_state()
+        if state is not None and target is None:
+            target = self._target(state)
+        if state is None or target is None:
+            self._open_something()
+            return
+        for threshold in (WARNING_RATIO, LIQUIDATION_RATIO) if self.draw(_BOOL) else (self.draw(_THRESHOLDS),):
+            price = threshold_price(state, target, threshold)
+            mark = self._aim(target.inst_id, price) if price is not None else None
+            if mark is None:
+                return
+            self.emit_mark(target.inst_id, mark, self.draw(_of((1, 2, 2, 3))))
+            state = self._shadow_state()
+            if state is None or not target.alive(state):
+                return
+
+    def op_jump(self) -> None:
+        """One mark from where an exposed position stands straight past its liquidation price
+        (across the margin-call price too, when it was above 300 %)."""
+        state = self._shadow_state()
+        target = self._target(state) if state is not None else None
+        price = threshold_price(state, target, LIQUIDATION_RATIO) if state is not None and target else None
+        if state is None or target is None or price is None:
+            self._open_something()
+            return
+        now = state.marks[target.inst_id]
+        beyond = Decimal(self.draw(_of((1, 10, 50, 150, 400)))) / 1000
+        mark = self._aim(target.inst_id, price * (1 - beyond if price < now else 1 + beyond))
+        if mark is not None:
+            self.emit_mark(target.inst_id, mark, self.draw(_of((1, 1, 2))))
+
+    def op_exact(self) -> None:
+        """Put an exposed position or account exactly at 300 % or 100 % at a round price
+        (:meth:`_exactly`); when the drawn one's numbers do not allow it, first open a fresh
+        isolated position with a single fill at a round price (whose numbers do)."""
+        state = self._shadow_state()
+        if state is None:
+            self.op_mark(970, 1030)
+            return
+        threshold = self.draw(_THRESHOLDS)
+        target = self._target(state)
+        if target is not None and self._exactly(state, target, threshold):
+            return
+        kind = self.draw(_of(("perp", "iso", "cross")))
+        fresh = {"perp": self._fresh_perp, "iso": self._fresh_iso, "cross": self._fresh_cross}[kind]()
+        state = self._shadow_state()
+        if fresh is not None and state is not None and fresh.alive(state):
+            self._exactly(state, fresh, threshold)
+
+    def _exactly(self, state: State, target: Target, threshold: Decimal) -> bool:
+        """Pick a round price a few ticks past the target's ``threshold`` price, add what brings
+        the ratio there to exactly ``threshold`` (a deposit, then ``adjust_margin`` for a
+        position) and send that mark, often more than once, sometimes then the other
+        threshold's. False, emitting nothing, when the amount does not fit 8 places."""
+        price = threshold_price(state, target, threshold)
+        above = ratio_at(state, target, price * Decimal("1.001")) if price is not None else None
+        if price is None or above is None:
+            return False
+        rising = above > threshold  # the ratio rises with the price: past the threshold is below it
+        tick = self.by_id(target.inst_id).tick * self.draw(_of((1, 10, 100)))
+        aimed = (price / tick).to_integral_value(rounding=ROUND_FLOOR if rising else ROUND_CEILING) * tick
+        aimed += (-tick if rising else tick) * self.draw(_ints(0, 3))
+        missing = shortfall_at(state, target, aimed, threshold) if aimed > 0 else None
+        if missing is None or missing <= 0 or missing != missing.quantize(_AMOUNT_QUANTUM):
+            return False
+        ccy = target.margin_ccy(state)
+        self.emit({"type": "deposit", "acct": target.acct, "ccy": ccy, "amt": dec_str(missing)})
+        if target.kind != "cross":
+            self.emit(
+                {
+                    "type": "adjust_margin",
+                    "acct": target.acct,
+                    "instId": target.inst_id,
+                    "posSide": target.pos_side,
+                    "action": "add",
+                    "amt": dec_str(missing),
+                }
+            )
+        self.emit_mark(target.inst_id, aimed, self.draw(_of((1, 2, 2, 3))))
+        if self.draw(_BOOL):
+            self.op_threshold(target)
+        return True
+
+    def _round_px(self, inst: AnyInst) -> Decimal:
+        """The mark rounded to 100 ticks: a price whose products stay short."""
+        step = inst.tick * 100
+        return max(step, (self.marks[inst.inst_id] / step).to_integral_value() * step)
+
+    def _fresh_perp(self) -> Target | None:
+        """An isolated perpetual opened by one fill at a round price, for an account without
+        one: a maker (cross, or its open position's mode) rests the size, the account takes it
+        with a limit order at that price."""
+        swap, state = self.swap, self._shadow_state()
+        if swap is None or state is None:
+            return None
+        free = [a for a in self.accounts if not any(k[0] == swap.inst_id for k in _perps_of(state, a))]
+        if not free:
+            return None
+        acct = self.draw(_of(tuple(free)))
+        maker = self.other(acct)
+        lever = Decimal(self.draw(_of((5, 10, 20))))
+        contracts = min(self.draw(_of((100, 500, 1_000, 3_000))), self._swap_cap(lever))
+        side = self.draw(_of(("buy", "sell")))
+        px = self._round_px(swap)
+        notional = contracts * swap.ct_val * px
+        self.emit(
+            {"type": "set_leverage", "acct": acct, "instId": swap.inst_id, "mgnMode": "isolated", "lever": str(lever)}
+        )
+        self.deposit(acct, "USDT", notional / lever * Decimal("1.3"))
+        self.deposit(maker, "USDT", notional)
+        modes = {p.mgn_mode for k, p in _perps_of(state, maker).items() if k[0] == swap.inst_id}
+        maker_mode = modes.pop() if len(modes) == 1 else "cross"
+        maker_side = "sell" if side == "buy" else "buy"
+        maker_pos = self._pos_side(maker, maker_side)
+        self.order(maker, swap, maker_side, "limit", maker_mode, Decimal(contracts), px, posSide=maker_pos)
+        pos_side = self._pos_side(acct, side)
+        self.order(acct, swap, side, "limit", "isolated", Decimal(contracts), px, posSide=pos_side)
+        self.perps[(acct, pos_side or "net")] = (side == "buy", "isolated", Decimal(contracts))
+        self.expose(swap.inst_id, side == "buy")
+        return Target("perp", acct, swap.inst_id, pos_side=pos_side or "net")
+
+    def _fresh_cross(self) -> Target | None:
+        """A new account (fee-free logs only) buying BTC-USDT cross at a round price with a
+        round deposit: its debt, holding and requirement have few decimals."""
+        inst = INSTRUMENTS["BTC-USDT"]
+        if self.taker_fee != "0" or self.maker_fee != "0" or inst not in self.insts:
+            return None
+        acct = f"fresh{len(self.accounts)}"
+        self.accounts.append(acct)
+        px = self._round_px(inst)
+        notional = Decimal(self.draw(_of((20_000, 100_000, 250_000))))
+        sz = self.sz_lots(inst, int(notional / px / inst.lot))
+        self.deposit(acct, "USDT", (notional / 4).to_integral_value())
+        maker = self.other(acct)
+        self.emit({"type": "deposit", "acct": maker, "ccy": inst.base, "amt": dec_str(sz)})
+        self.order(maker, inst, "sell", "limit", "cash", sz, px)
+        self.order(acct, inst, "buy", "ioc", "cross", sz, px)
+        self.expose(inst.inst_id, True)
+        return Target("cross", acct, inst.inst_id, inst.base)
+
+    def _fresh_iso(self) -> Target | None:
+        """An isolated spot long margined in quote, opened by one fill at a round price (fee-free
+        logs only: fees make the amounts longer than 8 places)."""
+        state = self._shadow_state()
+        if not self.isolated or self.taker_fee != "0" or self.maker_fee != "0" or state is None:
+            return None
+        inst = self.inst()
+        free = [a for a in self.accounts if a not in state.accounts or inst.inst_id not in state.accounts[a].isolated]
+        if not free:
+            return None
+        acct = self.draw(_of(tuple(free)))
+        lever = Decimal(self.draw(_of(("2", "3", "5"))))
+        px = self._round_px(inst)
+        sz = self.sz_lots(inst, int(Decimal(self.draw(_of((3_000, 30_000, 200_000)))) / self._usdt_px(inst) / inst.lot))
+        self.emit(
+            {"type": "set_leverage", "acct": acct, "instId": inst.inst_id, "mgnMode": "isolated", "lever": str(lever)}
+        )
+        self.deposit(acct, inst.quote, sz * px / lever * Decimal("1.3"))
+        maker = self.other(acct)
+        self.emit({"type": "deposit", "acct": maker, "ccy": inst.base, "amt": dec_str(sz)})
+        self.order(maker, inst, "sell", "limit", "cash", sz, px)
+        self.order(acct, inst, "buy", "limit", "isolated", sz, px, ccy=inst.quote)
+        self.iso[(acct, inst.inst_id)] = (True, inst.quote, sz)
+        self.expose(inst.inst_id, True)
+        return Target("iso", acct, inst.inst_id)
+
+    def op_first_mark(self) -> None:
+        """The first mark of an instrument whose prelude mark was held back: the currency it
+        prices starts to count in every holder's risk (evaluated on that mark, debtor order)."""
+        if not self.deferred:
+            self.op_mark(970, 1030)
+            return
+        inst_id = self.deferred.pop(0)
+        self.emit_mark(inst_id, self.marks[inst_id], self.draw(_of((1, 1, 2))))
+
+    def _open_something(self) -> None:
+        """A leveraged position of a kind the log has (something for the next aim)."""
+        kinds = ["leveraged", *(["iso_open"] if self.isolated else []), *(["swap_open"] if self.swap else [])]
+        getattr(self, f"op_{self.draw(_of(tuple(kinds)))}")()
+
+    def op_cross_deep(self) -> None:
+        """A cross position with its debt in tier 2 of BTC-USDT (a long owing 450k–900k USDT or
+        a short owing 8–15 BTC, leverage set to 4 so the tier-2 cap applies), depth on the
+        closing side, and often the mark just past its liquidation price: debt is reduced tier
+        by tier (a cross partial liquidation), or, further past, fully."""
+        inst = INSTRUMENTS["BTC-USDT"]
+        if inst not in self.insts:
+            self.op_leveraged()
+            return
+        acct = self.acct()
+        long = self.draw(_BOOL)
+        notional = Decimal(self.draw(_of((600_000, 800_000, 1_100_000))))
+        if not long:
+            notional = Decimal(self.draw(_of((500_000, 650_000, 850_000))))
+        self.deposit(acct, "USDT", notional / 4)
+        self.emit({"type": "set_leverage", "acct": acct, "instId": inst.inst_id, "mgnMode": "cross", "lever": "4"})
+        sz = self.sz_lots(inst, int(notional / self._usdt_px(inst) / inst.lot))
+        side = "buy" if long else "sell"
+        maker_px = self._rest_liquidity(self.other(acct), inst, side, sz)
+        self.order(acct, inst, side, "ioc", "cross", sz, self._taking_px(inst, side, maker_px, "ioc"))
+        self._depth(inst, "buy" if long else "sell", sz)
+        self.expose(inst.inst_id, long)
+        if self.draw(_ints(0, 3)):
+            state = self._shadow_state()
+            account = state.accounts.get(acct) if state is not None else None
+            if state is None or account is None or not account.at_risk():
+                return
+            target = Target("cross", acct, inst.inst_id, inst.base)
+            price = threshold_price(state, target, LIQUIDATION_RATIO)
+            if price is None:
+                return
+            beyond = Decimal(self.draw(_of((1, 5, 20, 60, 250)))) / 1000
+            mark = self._aim(inst.inst_id, price * (1 - beyond if long else 1 + beyond))
+            if mark is not None:
+                self.emit_mark(inst.inst_id, mark, self.draw(_of((1, 1, 2))))
+
     # --- dispatch -------------------------------------------------------------------------------
 
     def op(self, ops: st.SearchStrategy[str]) -> None:
@@ -1080,6 +1349,210 @@ def scenarios(draw: st.DrawFn, min_ops: int = 1, max_ops: int = 40) -> Scenario:
     # The engine makes an ``Inexact``-trapping context current; the generator rounds freely.
     with localcontext(Context(prec=50)):
         model.prelude()
+        prelude = len(model.emitted)
+        for _ in range(draw(_ints(min_ops, max_ops + extra))):
+            model.op(ops)
+    return Scenario(tuple(line(obj) for obj in model.emitted), prelude)
+
+
+# --- the differential oracle's logs (``tests/test_oracle.py``) ---------------------------------
+
+_MARK_QUANTUM = Decimal("1e-18")
+_AMOUNT_QUANTUM = Decimal("1e-8")
+_MAX_MARK = Decimal("1e18")
+_THRESHOLDS = st.sampled_from((WARNING_RATIO, LIQUIDATION_RATIO))
+
+
+class Shadow:
+    """An engine stepped, lazily, over the commands a generator has emitted so far: what the
+    oracle's operations read to aim at thresholds. If the engine fails on the log the shadow
+    goes quiet (the operations fall back to blind ones) and the oracle's own run reports it."""
+
+    __slots__ = ("broken", "engine", "stepped")
+
+    def __init__(self) -> None:
+        with localcontext(EXACT):
+            self.engine = Engine()
+        self.stepped = 0
+        self.broken = False
+
+    def state(self, emitted: list[Json]) -> State | None:
+        if self.broken:
+            return None
+        with localcontext(EXACT):
+            try:
+                while self.stepped < len(emitted):
+                    self.engine.step(decode_command_json(line(emitted[self.stepped])))
+                    self.stepped += 1
+            except Exception:  # the oracle's run of the same log reports it
+                self.broken = True
+                return None
+        return self.engine.state
+
+
+@dataclass(frozen=True)
+class Target:
+    """Something a mark can move across a threshold: a cross account's leg (``kind``
+    ``cross``, ``leg`` a currency or ``@instId``), an isolated spot position (``iso``) or an
+    isolated perpetual (``perp``), with the instrument whose mark moves it."""
+
+    kind: str
+    acct: str
+    inst_id: str
+    leg: str = ""
+    pos_side: str = "net"
+
+    def position(self, state: State) -> IsoPosition | PerpPosition | None:
+        account = state.accounts.get(self.acct)
+        if account is None:
+            return None
+        if self.kind == "iso":
+            return account.isolated.get(self.inst_id)
+        return account.perps.get((self.inst_id, self.pos_side)) if self.kind == "perp" else None
+
+    def alive(self, state: State) -> bool:
+        account = state.accounts.get(self.acct)
+        if self.kind == "cross":
+            return account is not None and account.at_risk()
+        return self.position(state) is not None
+
+    def margin_ccy(self, state: State) -> str:
+        """Where money added moves the ratio 1:1: the valuation currency (cross), the
+        position's margin currency (isolated spot) or the settlement currency (SWAP)."""
+        if self.kind == "cross":
+            assert state.valuation_ccy is not None
+            return state.valuation_ccy
+        pos = self.position(state)
+        if isinstance(pos, IsoPosition):
+            return pos.mgn_ccy
+        return state.instruments[self.inst_id].settle
+
+
+def _perps_of(state: State, acct: str) -> dict[tuple[str, str], PerpPosition]:
+    account = state.accounts.get(acct)
+    return account.perps if account is not None else {}
+
+
+def targets(state: State) -> list[Target]:
+    """Every exposed account leg and isolated position with a ratio, in debtor order."""
+    found: list[Target] = []
+    for acct in state.debtors:
+        account = state.accounts[acct]
+        if account.at_risk():
+            for leg, *_ in account_risk(state, account).legs:
+                inst_id = leg[1:] if leg.startswith("@") else state.price_inst.get(leg)
+                if inst_id is not None:
+                    found.append(Target("cross", acct, inst_id, leg))
+        found += [Target("iso", acct, inst_id) for inst_id, pos in account.isolated.items() if iso_debt(pos)]
+        found += [
+            Target("perp", acct, inst_id, pos_side=side)
+            for (inst_id, side), perp in account.perps.items()
+            if perp.mgn_mode == "isolated" and perp.qty
+        ]
+    return found
+
+
+def _cross_line(state: State, target: Target) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal] | None:
+    """``(equity, required, units, required per price, price)`` of a cross leg now."""
+    account = state.accounts.get(target.acct)
+    if account is None or not account.at_risk():
+        return None
+    risk = account_risk(state, account)
+    for leg, price, units, per_price in risk.legs:
+        if leg == target.leg:
+            return risk.equity, risk.required, units, per_price, price
+    return None
+
+
+def ratio_at(state: State, target: Target, price: Decimal) -> Decimal | None:
+    """The target's margin ratio if its instrument's mark were ``price`` (all else held)."""
+    if target.kind == "cross":
+        line_ = _cross_line(state, target)
+        if line_ is None:
+            return None
+        equity, required, units, per_price, now = line_
+        return margin_ratio(equity + units * (price - now), required + per_price * (price - now), Decimal(0))
+    pos = target.position(state)
+    inst = state.instruments[target.inst_id]
+    if isinstance(pos, IsoPosition):
+        return position_risk.isolated_spot(inst, pos, price).ratio
+    return position_risk.perpetual(inst, pos, price).ratio if pos is not None else None
+
+
+def shortfall_at(state: State, target: Target, price: Decimal, threshold: Decimal) -> Decimal | None:
+    """What must be added (in ``Target.margin_ccy``) for the ratio to be ``threshold`` at
+    ``price``: ``threshold·required − equity`` there."""
+    if target.kind == "cross":
+        line_ = _cross_line(state, target)
+        if line_ is None:
+            return None
+        equity, required, units, per_price, now = line_
+        return threshold * (required + per_price * (price - now)) - (equity + units * (price - now))
+    pos = target.position(state)
+    inst = state.instruments[target.inst_id]
+    if isinstance(pos, IsoPosition):
+        figures = position_risk.isolated_spot(inst, pos, price)
+    elif pos is not None:
+        figures = position_risk.perpetual(inst, pos, price)
+    else:
+        return None
+    return threshold * figures.required - (pos.margin + figures.upl)
+
+
+def threshold_price(state: State, target: Target, threshold: Decimal) -> Decimal | None:
+    """The mark of the target's instrument at which its ratio equals ``threshold``: the
+    engine's solvers (``risk.cross_threshold_price``, ``position_risk.threshold_price``)."""
+    account = state.accounts.get(target.acct)
+    if account is None:
+        return None
+    if target.kind == "cross":
+        return cross_threshold_price(state, account, target.leg, threshold) if account.at_risk() else None
+    pos = target.position(state)
+    return position_risk.threshold_price(state.instruments[target.inst_id], pos, threshold) if pos else None
+
+
+#: The oracle's operations, on top of the ordinary mix (about a fifth of the operations).
+_ORACLE_WEIGHTS = {"threshold": 8, "exact": 6, "jump": 3, "cross_deep": 4, "first_mark": 2}
+_ORACLE_OPS = {
+    (False, False): _ops(_WEIGHTS, _ORACLE_WEIGHTS),
+    (True, False): _ops(_WEIGHTS, _ISO_WEIGHTS, _ORACLE_WEIGHTS),
+    (False, True): _ops(_WEIGHTS, _SWAP_WEIGHTS, _ORACLE_WEIGHTS),
+    (True, True): _ops(_WEIGHTS, _ISO_WEIGHTS, _SWAP_WEIGHTS, _ORACLE_WEIGHTS),
+}
+
+
+@st.composite
+def oracle_scenarios(draw: st.DrawFn, min_ops: int = 1, max_ops: int = 40) -> Scenario:
+    """A log for the differential oracle: the ordinary mix of :func:`scenarios` (isolated
+    margin and perpetuals in most logs) plus operations that read a shadow engine's state to
+    aim marks exactly at the 300 % and 100 % prices of exposed accounts and positions, repeat
+    them, jump across both, construct ratios of exactly 300 % / 100 % at round prices, and
+    open cross positions in tier 2 (cross partial liquidations)."""
+    isolated = draw(_of((True, True, False)))
+    with_swap = draw(_of((True, True, False)))
+    with_eth_btc = draw(_BOOL)
+    names = ["BTC-USDT", "ETH-USDT", *(["ETH-BTC"] if with_eth_btc else [])]
+    if not with_eth_btc and draw(_BOOL):
+        names = ["BTC-USDT"]
+    maker_fee, taker_fee = draw(_of((("0.0008", "0.001"), ("-0.0002", "0.0005"), ("0", "0"))))
+    model = _Model(
+        draw=draw,
+        insts=[INSTRUMENTS[n] for n in names],
+        accounts=list(ACCOUNTS[: draw(_ints(3, 6))]),
+        maker_fee=maker_fee,
+        taker_fee=taker_fee,
+        swap=SWAP if with_swap else None,
+        isolated=isolated,
+        shadow=Shadow(),
+    )
+    ops = _ORACLE_OPS[(isolated, with_swap)]
+    extra = max_ops // 8 * (isolated + with_swap)
+    with localcontext(Context(prec=50)):
+        model.prelude()
+        if len(names) > 1 and draw(_ints(0, 3)) == 0:  # hold back the mark of a non-margin pair
+            held = draw(_of(tuple(names[1:])))
+            model.deferred.append(held)
+            model.emitted = [c for c in model.emitted if not (c["type"] == "mark_price" and c["instId"] == held)]
         prelude = len(model.emitted)
         for _ in range(draw(_ints(min_ops, max_ops + extra))):
             model.op(ops)

@@ -18,9 +18,10 @@ exercised by every property. The properties:
 7. broken command lines raise ``BadCommand`` naming a ``$...`` path, never anything else;
 8. a duplicate command id changes nothing and is answered by one ``duplicate_id`` rejection;
 9. the embedded log recovers from any crash point to exactly the uninterrupted run;
-10. the risk watch (``engine.core.watch``) is invisible: evaluating, on every mark, every debtor
-    exposed to it (holding the priced currency, or a position on the instrument) gives the same
-    journal;
+10. the risk watch (``engine.core.watch``) and the cached position evaluations are invisible:
+    superseded by the differential oracle (``tests/test_oracle.py``), which compares every
+    generated log with the full-sweep engine (every exposed account evaluated after every
+    command, no cache) and with restarts from snapshots;
 11. splitting an isolated opening fill (spot or SWAP) among several makers at the same price
     changes nothing of the position (margin, liability, liquidation price, the whole view);
 12. a liquidation never leaves negative equity unaccounted for: every shortfall is paid by
@@ -58,8 +59,7 @@ from hypothesis import HealthCheck, Phase, event, given, note, seed, settings
 from hypothesis import strategies as st
 from strategies import INSTRUMENTS, SWAP, Mutation, Scenario, dec_str, line, mutations, scenarios
 
-from engine.core import holdings, position_risk, reference, risk, snapshot
-from engine.core import step as step_module
+from engine.core import holdings, position_risk, risk, snapshot
 from engine.core.context import Ctx
 from engine.core.evolve import apply
 from engine.core.money import use_engine_context
@@ -649,33 +649,7 @@ def test_embedded_log_recovers_any_crash_point(scenario: Scenario, data: st.Data
             assert [p for _, p in embedded.commands.read()] == list(scenario.lines)
 
 
-# --- 10. the risk watch is invisible ----------------------------------------------------------------
-
-
-def _mark_price_every_debtor(ctx: Ctx, command: cmd.MarkPrice) -> None:
-    """Reference for ``step._mark_price``: evaluate, in debtor order, every debtor the mark can
-    move — holding the currency a SPOT mark prices (cross risk), or holding an isolated spot or
-    perpetual position (cross or isolated) on the marked instrument."""
-    reference.mark_price(ctx, command)
-    state = ctx.state
-    inst = state.instruments[command.instId]
-    prices = inst.inst_type == "SPOT" and state.price_inst.get(inst.base) == command.instId
-    for acct in sorted(state.debtors, key=state.debtors.__getitem__):
-        account = state.accounts[acct]
-        on_inst = command.instId in account.isolated or any(k[0] == command.instId for k in account.perps)
-        if on_inst or (prices and inst.base in account.balances):
-            ctx.touch(acct)
-
-
-@budget(200)
-@given(scenarios())
-def test_risk_watch_equals_evaluating_every_debtor(scenario: Scenario) -> None:
-    commands = scenario.commands()
-    _, outcomes = run(commands)
-    with mock.patch.dict(step_module._HANDLERS, {cmd.MarkPrice: _mark_price_every_debtor}):
-        _, brute = run(commands)
-    for optimized, reference_outcome in zip(outcomes, brute, strict=True):
-        assert encode_outcome_json(optimized) == encode_outcome_json(reference_outcome), f"seq {optimized.seq}"
+# --- 10. the risk watch is invisible: ``tests/test_oracle.py`` (the full-sweep engine and restarts) -----
 
 
 # --- 11. splitting a fill changes nothing of the position -------------------------------------------
