@@ -7,6 +7,8 @@ the same command (the next fill, the next liquidation step) see its effect.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from engine.core.evolve import apply
 from engine.core.state import State
 from events import journal as ev
@@ -47,7 +49,7 @@ class Ctx:
         self.liquidated: set[str] = set()
         #: Accounts to evaluate after the command's own touches, one at a time in this order,
         #: each followed by everything its evaluation touched (a mark's candidates, debtor order).
-        self.sweep: list[str] = []
+        self.sweep: Sequence[str] = ()
         #: The full-sweep engine (``Engine(full_sweep=True)``): no evaluation is skipped as
         #: unchanged (``engine.core.position_zone.unchanged``).
         self.exhaustive = exhaustive

@@ -20,7 +20,8 @@ nothing, so skipping it changes no event. Cost per mark: the crossed bands, not 
 
 **Full sweep** (``Engine(full_sweep=True)``, :func:`everyone`): after every command, every
 exposed account and every account with a standing margin call, in debtor order, with the
-risk watches and the ``seen`` shortcut bypassed; swept again while a sweep emits anything.
+risk watches and the ``seen`` shortcut bypassed; swept again while a sweep emits anything (a
+command refused as a duplicate id changes nothing and is not swept).
 Slow (O(accounts) per command) and obviously right: the differential oracle
 (``tests/test_oracle.py``) and ``marginbook replay --full-sweep`` require its journal to be
 byte-identical to the incremental engine's.
