@@ -3,4 +3,5 @@
 #: Version of the engine's decision rules. Bump it whenever the same commands would produce
 #: different events (a rule, a rounding, an event's shape). Log directories record the version
 #: that wrote them, so an audit can tell "written under other rules" from tampering.
-RULES_VERSION = 1
+#: 2: ``list_instrument`` with more than ``engine.core.limits.MAX_TIER_ROWS`` tiers is refused ``too_large``.
+RULES_VERSION = 2
