@@ -54,6 +54,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from engine.core.step import Engine
 from engine.io.kafka.config import Topics
+from engine.io.kafka.framing import Reassembler
 from engine.io.kafka.submit import Prepared, SubmitReport, prepare, submit
 from engine.io.kafka.topics import create_topics
 from events.codec import decode_command_json, encode_outcome_json
@@ -252,6 +253,7 @@ async def tail_events(bootstrap: str, topic: str, tail: Tail, ready: asyncio.Eve
         await consumer.position(tp)
         ready.set()
         deadline = time.perf_counter() + timeout
+        fragments = Reassembler()
         while len(tail.lines) < tail.expected:
             if time.perf_counter() > deadline:
                 tail.error = f"timed out: {len(tail.lines)}/{tail.expected} outcomes committed"
@@ -259,7 +261,10 @@ async def tail_events(bootstrap: str, topic: str, tail: Tail, ready: asyncio.Eve
             batch = await consumer.getmany(tp, timeout_ms=200)
             now = time.perf_counter()
             for record in batch.get(tp, []):
-                for line in (record.value or b"").split(b"\n"):
+                value = fragments.feed(record.value, record.headers, f"{topic}@{record.offset}")
+                if value is None:
+                    continue
+                for line in value.split(b"\n"):
                     head = _head.decode(line)
                     if head.seq != len(tail.lines) + 1:
                         tail.error = f"expected seq {len(tail.lines) + 1}, got {head.seq} (offset {record.offset})"

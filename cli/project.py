@@ -7,13 +7,25 @@ import asyncio
 import json
 import sys
 
-from cli.services import add_kafka_args, bootstrap_from, run_service, setup_logging, topics_from
+from cli.services import (
+    add_health_args,
+    add_kafka_args,
+    bootstrap_from,
+    health_from,
+    refuse_shards,
+    run_service,
+    setup_logging,
+    topics_from,
+)
 
 
 def cmd_project(args: argparse.Namespace) -> int:
     from projections.metrics import serve_projection_metrics
     from projections.service import KafkaProjection, ProjectionConfig
 
+    refused = refuse_shards("--shard", args.shard)
+    if refused is not None:
+        return refused
     setup_logging(args.log_level)
     config = ProjectionConfig(
         bootstrap=bootstrap_from(args),
@@ -25,11 +37,14 @@ def cmd_project(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         rebuild=args.rebuild,
         stop_when_caught_up=args.stop_when_caught_up,
+        health=health_from(args),
     )
 
     projection = KafkaProjection(config)
     return run_service(
-        projection, lambda: serve_projection_metrics(projection.stats, config.metrics_port), config.metrics_port
+        projection,
+        lambda: serve_projection_metrics(projection.stats, config.metrics_port, policy=config.health),
+        config.metrics_port,
     )
 
 
@@ -57,12 +72,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     project = sub.add_parser("project", help="publish risk views and alerts from a shard's events, exactly once")
     add_kafka_args(project)
-    project.add_argument("--shard", type=int, default=0, help="events partition this projection owns")
+    project.add_argument(
+        "--shard", type=int, default=0, help="events partition this projection owns (only 0 until shards share books)"
+    )
     project.add_argument("--batch-max", type=int, default=5_000, metavar="N", help="outcomes per transaction at most")
     project.add_argument(
         "--snapshot-every", type=int, default=20_000, metavar="N", help="projection snapshot every N seqs"
     )
     project.add_argument("--metrics-port", type=int, default=0, help="serve /metrics and /healthz on this port")
+    add_health_args(project)
     project.add_argument(
         "--rebuild", action="store_true", help="re-fold from the start of the journal and converge the risk topic"
     )

@@ -6,8 +6,10 @@ Served by the services' shared endpoint (``engine.io.metrics.serve_stats``).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from engine.io.health import ServiceHealth
+from engine.io.kafka.config import HealthPolicy
 from engine.io.metrics import GaugeSpecs, serve_stats
 
 
@@ -31,6 +33,7 @@ class ProjectionStats:
     restarts: int = 0
     ready: bool = False
     halted: bool = False
+    health: ServiceHealth = field(default_factory=ServiceHealth.new)
 
 
 _GAUGES: GaugeSpecs = {
@@ -48,6 +51,9 @@ _GAUGES: GaugeSpecs = {
 }
 
 
-async def serve_projection_metrics(stats: ProjectionStats, port: int, host: str | None = None) -> asyncio.Server:
-    """Serve ``/metrics`` and ``/healthz`` (200 once recovered, else 503) on ``host:port``."""
-    return await serve_stats(stats, _GAUGES, port, host)
+async def serve_projection_metrics(
+    stats: ProjectionStats, port: int, host: str | None = None, policy: HealthPolicy | None = None
+) -> asyncio.Server:
+    """Serve ``/metrics`` and ``/healthz`` (``engine.io.health``: 200 when healthy, else 503
+    with the reason) on ``host:port``."""
+    return await serve_stats(stats, _GAUGES, port, host, policy, healthy_metric="marginbook_projection_healthy")

@@ -13,6 +13,12 @@ Kafka transaction** (static transactional id ``marginbook-projection-<events top
   ``<prefix>.projection.snapshots`` (compacted, key = shard; created if missing);
 * the consumed events offset (``send_offsets_to_transaction``, once, after all sends — #1098).
 
+Every send is awaited before the commit (``engine.io.kafka.loop.delivered``): a record that was
+not written aborts the transaction and restarts the loop crash-only, so the committed offset never
+passes an unpublished change. Events records are reassembled (``engine.io.kafka.framing``): an
+outcome split across records is folded once its last fragment arrived, and a batch only ever
+ends after a complete record, so the committed offset never points inside an outcome.
+
 Every record has a ``seq`` header: the outcome position its value reflects (alerts also an
 ``event`` header, the index of the event in its outcome). Records go to partition ``shard``.
 
@@ -53,10 +59,12 @@ correct topic publishes nothing; either way the topic converges to the views of 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -67,8 +75,10 @@ from pydantic import BaseModel, Field
 
 from engine.core import snapshot
 from engine.core.state import State
-from engine.io.kafka.config import Topics
+from engine.io.kafka.config import HealthPolicy, Topics
 from engine.io.kafka.crash_only import CrashOnlyLoop
+from engine.io.kafka.framing import Reassembler
+from engine.io.kafka.loop import delivered
 from engine.io.kafka.records import SnapshotRecord, decode_snapshot_record, encode_snapshot_record
 from engine.io.kafka.topics import COMPACTED
 from projections.metrics import ProjectionStats
@@ -97,6 +107,7 @@ class ProjectionConfig(BaseModel):
     #: Stop (exit 0) once caught up with the events partition (rebuild jobs, tests).
     stop_when_caught_up: bool = False
     linger_ms: int = 5
+    health: HealthPolicy = Field(default_factory=HealthPolicy)
 
     @property
     def snapshots(self) -> str:
@@ -119,9 +130,10 @@ class KafkaProjection(CrashOnlyLoop):
 
     def __init__(self, config: ProjectionConfig, stats: ProjectionStats | None = None) -> None:
         self.stats: ProjectionStats = stats or ProjectionStats()
-        super().__init__(self.stats, config.shard)
-        self.config = config
         self.tp = TopicPartition(config.topics.events, config.shard)
+        super().__init__(self.stats, config.shard, config.bootstrap, self.tp, config.health)
+        self.config = config
+        self._fragments = Reassembler()
         self.key = str(config.shard).encode()
         self.projector = Projector()
         self._buffer: deque[ConsumerRecord[bytes, bytes]] = deque()
@@ -129,11 +141,22 @@ class KafkaProjection(CrashOnlyLoop):
         self._rebuild_pending = config.rebuild
         self._topic_checked = False
 
+    def _pending(self, end: int) -> int:
+        """Events records past the committed offset; a transactional partition ends with a
+        commit marker the committed offset stays in front of (#911), so one is not pending."""
+        return 0 if self.committed_offset is None else max(0, end - self.committed_offset - 1)
+
+    def _complete(self, record: ConsumerRecord[bytes, bytes]) -> bytes | None:
+        """The value of a complete events record (``None`` while an outcome is incomplete)."""
+        where = f"{self.tp.topic}[{self.tp.partition}]@{record.offset}"
+        return self._fragments.feed(record.value, record.headers, where)
+
     # --- recovery -----------------------------------------------------------------------------
 
     async def _recover(self) -> None:
         cfg = self.config
         self._buffer.clear()
+        self._fragments.reset()
         if not self._topic_checked:
             await ensure_snapshot_topic(cfg.bootstrap, cfg.snapshots, cfg.topics.events)
             self._topic_checked = True
@@ -157,6 +180,7 @@ class KafkaProjection(CrashOnlyLoop):
             self.projector.prime()
         assert self.consumer is not None
         self.consumer.seek(self.tp, committed)
+        self.committed_offset = committed
         self.stats.last_seq = state.last_seq
         self.stats.ready = True
         log.info(
@@ -192,7 +216,9 @@ class KafkaProjection(CrashOnlyLoop):
             for record in records:
                 if record.offset >= committed:
                     return folded
-                folded += self.projector.fold_record(record.value, publish=False)
+                value = self._complete(record)
+                if value is not None:
+                    folded += self.projector.fold_record(value, publish=False)
         if await consumer.position(self.tp) < committed:
             raise RuntimeError(f"re-fold stopped at {await consumer.position(self.tp)}, committed is {committed}")
         return folded
@@ -213,9 +239,11 @@ class KafkaProjection(CrashOnlyLoop):
         self.projector.prime(current)
         records = self.projector.converge()
         async with producer.transaction():
-            await self._send(records)
-            await self._send_snapshot(committed)
+            futures = await self._send(records)
+            futures += await self._send_snapshot(committed)
+            await delivered(futures, "risk or snapshot")
             await producer.send_offsets_to_transaction({self.tp: committed}, cfg.group_id)
+        self._committed(records, 1)
         log.info(
             "rebuild of shard %d: %d keys on the risk topic, %d records published to converge, last seq %d",
             cfg.shard,
@@ -248,8 +276,10 @@ class KafkaProjection(CrashOnlyLoop):
             while True:
                 while buffer and outcomes < cfg.batch_max:
                     record = buffer.popleft()
-                    outcomes += self.projector.fold_record(record.value)
-                    last_offset = record.offset
+                    value = self._complete(record)
+                    if value is not None:  # a batch ends only after a complete record
+                        outcomes += self.projector.fold_record(value)
+                        last_offset = record.offset
                 if outcomes >= cfg.batch_max or await self._caught_up():
                     break
                 fetched = await consumer.getmany(self.tp, timeout_ms=100, max_records=1_000)
@@ -258,14 +288,22 @@ class KafkaProjection(CrashOnlyLoop):
                 if idle >= _MAX_IDLE_POLLS:
                     break
                 buffer.extend(more)
+            if last_offset < 0:
+                continue  # only fragments of an outcome so far: nothing to commit yet
             records = self.projector.flush()
             next_offset = last_offset + 1
             async with producer.transaction():
-                await self._send(records)
+                futures = await self._send(records)
+                snapshots = 0
                 if self.projector.last_seq >= self._next_snapshot:
-                    await self._send_snapshot(next_offset)
+                    futures += await self._send_snapshot(next_offset)
+                    snapshots = 1
+                await delivered(futures, "risk, alert or snapshot")
                 await producer.send_offsets_to_transaction({self.tp: next_offset}, cfg.group_id)
             self._backoff = 0.2  # a committed transaction: the last failure is behind us
+            self.committed_offset = next_offset
+            self._progressed()
+            self._committed(records, snapshots)
             stats = self.stats
             stats.transactions += 1
             stats.outcomes += outcomes
@@ -302,42 +340,47 @@ class KafkaProjection(CrashOnlyLoop):
         position: int = await consumer.position(self.tp)
         return max(0, int(end) - position)
 
-    async def _send(self, records: list[Record]) -> None:
+    async def _send(self, records: list[Record]) -> list[asyncio.Future[Any]]:
         producer = self.producer
         assert producer is not None
         topics = self.config.topics
-        risk_count = alert_count = 0
+        futures: list[asyncio.Future[Any]] = []
         for record in records:
             headers = [("seq", str(record.seq).encode())]
             if record.topic == "alerts":
                 headers.append(("event", str(record.event).encode()))
                 topic = topics.alerts
-                alert_count += 1
             else:
                 topic = topics.risk
-                risk_count += 1
-            await producer.send(
+            future = await producer.send(
                 topic, value=record.value, key=record.key.encode(), partition=self.config.shard, headers=headers
             )
-        self.stats.risk_records += risk_count
-        self.stats.alerts += alert_count
+            futures.append(future)
+        return futures
 
-    async def _send_snapshot(self, next_offset: int) -> None:
+    def _committed(self, records: list[Record], snapshots: int) -> None:
+        """Count what a committed transaction published (never what an aborted one sent)."""
+        alerts = sum(1 for record in records if record.topic == "alerts")
+        self.stats.alerts += alerts
+        self.stats.risk_records += len(records) - alerts
+        self.stats.snapshots += snapshots
+
+    async def _send_snapshot(self, next_offset: int) -> list[asyncio.Future[Any]]:
         assert self.producer is not None
         state = self.projector.state
         record = SnapshotRecord(
             shard=self.config.shard, next_offset=next_offset, seq=state.last_seq, state=snapshot.encode(state)
         )
-        await self.producer.send(
+        future = await self.producer.send(
             self.config.snapshots,
             value=encode_snapshot_record(record),
             key=self.key,
             partition=self.config.shard,
             headers=[("seq", str(state.last_seq).encode())],
         )
-        self.stats.snapshots += 1
         every = self.config.snapshot_every
         self._next_snapshot = (state.last_seq // every + 1) * every
+        return [future]
 
 
 async def read_partition(

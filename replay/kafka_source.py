@@ -3,9 +3,10 @@
 Topics (``engine.io.kafka.loop``): partition ``shard`` of the commands topic holds one command
 JSON per record; the engine gives each *decodable* command the next sequence number (an
 undecodable one is dead-lettered and gets none), and writes the outcomes to the events topic as
-records of up to 256 JSON lines joined by ``\\n``, with headers ``first-seq``, ``last-seq`` and
-``input-offsets`` (``first-last`` command offsets the record reflects). Everything is read
-``read_committed``.
+records of JSON lines joined by ``\\n``, with headers ``first-seq``, ``last-seq`` and
+``input-offsets`` (``first-last`` command offsets the record reflects); an outcome too large for
+one record is split across consecutive records marked ``fragment: i/n``
+(``engine.io.kafka.framing``), reassembled here. Everything is read ``read_committed``.
 
 A range is ``[from_offset, to_offset)`` of the commands topic (``to_offset`` exclusive; default:
 the end). To know the state and the seq at ``from_offset``, the reader starts at the newest
@@ -15,7 +16,8 @@ the range are handed to ``on_prefix`` (for the digest chain) without being decod
 
 Every anomaly is reported to ``problem(seq, where, message)`` with its topic, partition and offset
 (``P.events[0]@17 line 3``): a gap or a repeat in the sequence numbers, header counts that do not
-match the lines, a command offset outside the record's ``input-offsets``.
+match the lines, a command offset outside the record's ``input-offsets``, fragments of an outcome
+that are missing or out of order (the incomplete outcome counts as missing).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from engine.core import snapshot
 from engine.core.state import State
 from engine.io.kafka.config import Topics
+from engine.io.kafka.framing import FragmentError, Reassembler
 from engine.io.kafka.records import SnapshotRecord, decode_snapshot_record
 from events.codec import BadCommand, decode_command_json
 from events.commands import Command
@@ -132,6 +135,16 @@ def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
     return None
 
 
+def _value(record: ConsumerRecord[bytes, bytes], fragments: Reassembler, where: str, problem: Problem) -> bytes | None:
+    """The complete value of an events record (``None`` while fragments are pending); broken
+    fragments are reported and dropped."""
+    try:
+        return fragments.feed(record.value, record.headers, where)
+    except FragmentError as err:
+        problem(0, where, str(err))
+        return err.value
+
+
 class _Lines:
     """The events topic as outcome lines, handed out by seq (like ``replay.tolerant.SeqCursor``)."""
 
@@ -147,20 +160,27 @@ class _Lines:
         self._held: Line | None = None
         self._last = 0  # last seq handed out or skipped
         self._done = False
+        self._fragments = Reassembler()
 
     async def _refill(self) -> bool:
         record = await self.stream.next()
         if record is None:
+            if self._fragments.pending:
+                where = f"{self.topic}: end"
+                self.problem(0, where, f"{where}: the topic ends inside an {self._fragments.describe_pending()}")
             self._done = True
             return False
-        value = record.value or b""
+        where = f"{self.topic}@{record.offset}"
+        complete = _value(record, self._fragments, where, self.problem)
+        if complete is None:
+            return True
+        value = complete
         lines = value.split(b"\n") if value else []
         first, last, inputs = (
             _header(record, "first-seq"),
             _header(record, "last-seq"),
             _header(record, "input-offsets"),
         )
-        where = f"{self.topic}@{record.offset}"
         span: tuple[int, int] | None = None
         if inputs is not None and "-" in inputs:
             a, _, b = inputs.partition("-")

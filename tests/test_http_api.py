@@ -19,15 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka.conftest import ROOT, EngineProcess, embedded_run, kafka_bootstrap, submit_file  # noqa: F401
-from kafka.test_projections import (  # noqa: F401
+from kafka.conftest import (  # noqa: F401
+    ROOT,
+    EngineProcess,
     StartProcess,
+    embedded_run,
+    kafka_bootstrap,
+    make_prefix,
+    services,
+    submit_file,
+)
+from kafka.test_projections import (
     expected_alerts,
     keyed,
-    make_prefix,
     risk_scenario,
     run_pipeline,
-    services,
     wait_projected,
 )
 

@@ -3,10 +3,16 @@ before anything changes (a crash would halt the shard on every restart)."""
 
 from __future__ import annotations
 
-from helpers import Harness, events_of, rejection
+import json
+from typing import Any
+
+import msgspec
+from helpers import Harness, events_of, line, rejection
 
 from engine.core import snapshot
+from engine.core.limits import MAX_COMMAND_BYTES, MAX_TIER_ROWS
 from events import journal as ev
+from events.codec import decode_command_json, encode_command_json, encode_outcome_json
 
 HUGE = "999999999999999999.999999999999999999"
 HUGE_AMOUNT = "999999999999999999.99999999"  # BTC has 8 decimals
@@ -38,3 +44,107 @@ def test_decimals_longer_than_18_digits_are_bad_commands() -> None:
         assert bad.field == "$.amt"
     else:
         raise AssertionError("a 19-digit amount was accepted")
+
+
+# --- the size rule (engine.core.limits): a command whose outcome cannot be journaled ----------
+
+
+def _tiers(rows: int) -> list[dict[str, Any]]:
+    """``rows`` valid SPOT tier rows (limits increase from row to row)."""
+    return [
+        {
+            "tier": i,
+            "maxBorrowBase": str(35 * i),
+            "maxBorrowQuote": str(1_000_000 * i),
+            "mmr": "0.03",
+            "imr": "0.1",
+            "maxLever": "10",
+        }
+        for i in range(1, rows + 1)
+    ]
+
+
+def test_a_listing_with_more_tier_rows_than_the_rule_allows_is_refused_too_large() -> None:
+    """Issue 10 hole 3: a valid ``list_instrument`` of 9,500 tier rows (~1 MB) was accepted and
+    its outcome could not be journaled. It is a ``too_large`` rejection with a seq now; the
+    limit itself is accepted; nothing changes and the engine carries on."""
+    h = Harness()
+    h.list_asset("USDT", 8)
+    h.list_asset("BTC", 8)
+    raw = h.cmd("list_instrument", **_listing("BTC-USDT", _tiers(9_500)))
+    assert len(line(raw)) > 900_000
+    before = snapshot.capture(h.state).instruments
+    out = h.step_line(line(raw))
+    refusal = rejection(out)
+    assert (type(refusal), refusal.reason) == (ev.CommandRejected, "too_large")
+    assert "9500 rows" in refusal.message and str(MAX_TIER_ROWS) in refusal.message
+    assert out.seq == 3 and len(encode_outcome_json(out)) < 300
+    assert snapshot.capture(h.state).instruments == before
+    out = h.send("list_instrument", **_listing("BTC-USDT", _tiers(MAX_TIER_ROWS)))
+    assert events_of(out, ev.InstrumentListed)
+    assert h.send("deposit", acct="a", ccy="USDT", amt="1").seq == 5
+
+
+def _listing(inst_id: str, tiers: list[dict[str, Any]]) -> dict[str, Any]:
+    base, quote = inst_id.split("-")
+    return {
+        "instId": inst_id,
+        "instType": "SPOT",
+        "baseCcy": base,
+        "quoteCcy": quote,
+        "tickSz": "0.1",
+        "lotSz": "0.0001",
+        "minSz": "0.0001",
+        "makerFee": "0",
+        "takerFee": "0.001",
+        "maxLever": "10",
+        "tiers": tiers,
+    }
+
+
+def _worst(annotation: Any) -> Any:
+    """The longest JSON value a field of this type can carry (msgspec type info)."""
+    info = msgspec.inspect.type_info(annotation)
+    return _worst_info(info)
+
+
+def _worst_info(info: msgspec.inspect.Type) -> Any:
+    if isinstance(info, msgspec.inspect.UnionType):
+        candidates = [_worst_info(t) for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        return max(candidates, key=lambda v: len(json.dumps(v)))
+    if isinstance(info, msgspec.inspect.StrType):
+        if info.pattern is not None:
+            return "9" * 18 + "." + "9" * 18 if "-?" not in info.pattern else "-" + "9" * 6 + "." + "9" * 18
+        return "x" * (info.max_length or 64)
+    if isinstance(info, msgspec.inspect.IntType):
+        return info.le if info.le is not None else 10**18
+    if isinstance(info, msgspec.inspect.BoolType):
+        return False
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return max(info.values, key=lambda v: len(str(v)))
+    if isinstance(info, msgspec.inspect.ListType):
+        return [_worst_info(info.item_type) for _ in range(MAX_TIER_ROWS)]
+    if isinstance(info, msgspec.inspect.StructType):
+        return {f.encode_name: _worst_info(f.type) for f in info.fields}
+    raise AssertionError(f"no worst case for {info}")
+
+
+def test_every_command_the_rule_accepts_fits_the_door_limit() -> None:
+    """The door (``submit``, ``run``) refuses records above MAX_COMMAND_BYTES; the engine's rule
+    bounds the only unbounded field. The worst case of every command type — every string at its
+    maximum length, every decimal 37 characters, MAX_TIER_ROWS full tier rows — encodes in the
+    engine's canonical JSON well below the door limit, so the door never refuses a command the
+    engine would accept."""
+    from events.commands import COMMAND_TYPES
+
+    largest = 0
+    for kind in COMMAND_TYPES:
+        info = msgspec.inspect.type_info(kind)
+        assert isinstance(info, msgspec.inspect.StructType)
+        fields = {f.encode_name: _worst_info(f.type) for f in info.fields}
+        fields["type"] = kind.__struct_config__.tag
+        command = decode_command_json(json.dumps(fields))
+        size = len(encode_command_json(command))
+        largest = max(largest, size)
+        assert size < MAX_COMMAND_BYTES, (kind, size)
+    assert largest > 30_000  # the worst listing: the bound is tight, the generator not vacuous

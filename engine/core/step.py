@@ -6,7 +6,8 @@ state. A command whose ``id`` was seen before is answered ``command_rejected`` /
 ``duplicate_id`` and changes nothing; every other command's ``id`` is recorded, whether it was
 applied or refused (a retry gets the same answer: refused as a duplicate).
 
-Order of work inside one step: dispatch to the handler (which emits, and so applies, events);
+Order of work inside one step: the size rule (``engine.core.limits``: a command too large to
+journal is refused ``too_large``), then dispatch to the handler (which emits, and so applies, events);
 a business refusal becomes ``order_rejected`` (orders) or ``command_rejected`` — so does a
 command whose numbers are too large for exact arithmetic, if nothing was decided yet
 (``out_of_range``); then every
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from engine.core import closing, funds, isolated, orders, reference, swap, sweep
+from engine.core import closing, funds, isolated, limits, orders, reference, swap, sweep
 from engine.core.context import Ctx, InvariantBroken, Rejected
 from engine.core.evolve import apply
 from engine.core.liquidation import evaluate
@@ -136,6 +137,7 @@ class Engine:
             )
         else:
             try:
+                limits.check_size(command)
                 (_FULL_SWEEP_HANDLERS if full else _HANDLERS)[type(command)](ctx, command)
             except Rejected as refusal:
                 if ctx.events:

@@ -233,6 +233,67 @@ def engines(kafka_bootstrap: str, tmp_path: Path) -> Iterator[StartEngine]:
                 engine.kill()
 
 
+# --------------------------------------------------------------------------------------- services
+
+
+@pytest.fixture
+def make_prefix(kafka_bootstrap: str) -> Iterator[Callable[[], str]]:
+    """Factory of fresh topic prefixes (topics created by ``marginbook topics``); every topic of
+    each, the projection's snapshots included, is deleted afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        done = subprocess.run(
+            [*MARGINBOOK, "topics", "--topic-prefix", name],
+            cwd=ROOT,
+            env=env_with(kafka_bootstrap),
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        try:
+            asyncio.run(_delete_topics(kafka_bootstrap, [*topic_names(name), f"{name}.projection.snapshots"]))
+        except Exception as err:  # best effort
+            print(f"could not delete topics of {name}: {err!r}", file=sys.stderr)
+
+
+StartProcess = Callable[..., EngineProcess]
+
+
+@pytest.fixture
+def services(kafka_bootstrap: str, tmp_path: Path) -> Iterator[StartProcess]:
+    """Factory: ``start("project" | "engine" | "api", prefix, *flags)`` starts a ``marginbook``
+    subprocess with a metrics (or HTTP) port; every one is stopped at teardown."""
+    started: list[EngineProcess] = []
+
+    def start(command: str, prefix: str, *flags: str, port: int | None = None) -> EngineProcess:
+        port = port or free_port()
+        log_path = tmp_path / f"{command}-{len(started)}.log"
+        args = [sys.executable, "-m", "cli.main", command, "--topic-prefix", prefix, *flags]
+        args += ["--port", str(port)] if command == "api" else ["--metrics-port", str(port)]
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(
+                args, cwd=ROOT, env=env_with(kafka_bootstrap), stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+        process = EngineProcess(proc, log_path, port)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.alive():
+            try:
+                process.terminate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 # --------------------------------------------------------------------------------------- journal
 
 
@@ -312,13 +373,46 @@ def embedded_run(flow: Path, log_dir: Path) -> Reference:
 # --------------------------------------------------------------------------------------- broker ops
 
 
+def _own_ports() -> tuple[str, str] | None:
+    """``(port, controller port)`` of the broker this worktree's ``scripts/kafka.sh`` runs (from
+    the ``server.properties`` it wrote on its last start), or None if it never started one."""
+    props = ROOT / ".kafka" / "server.properties"
+    if not props.exists():
+        return None
+    for line in props.read_text().splitlines():
+        if line.startswith("listeners="):
+            ports = dict(item.split("://", 1) for item in line.removeprefix("listeners=").split(","))
+            plain, controller = ports.get("PLAINTEXT", ""), ports.get("CONTROLLER", "")
+            return plain.rsplit(":", 1)[-1], controller.rsplit(":", 1)[-1]
+    return None
+
+
+def kafka_sh(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:
+    """``scripts/kafka.sh ARGS`` on this worktree's broker, with the ports it was started on
+    (never the script's defaults, which may be another engineer's broker)."""
+    ports = _own_ports()
+    assert ports is not None, "scripts/kafka.sh has not started a broker in this worktree"
+    env = {**os.environ, "KAFKA_PORT": ports[0], "KAFKA_CONTROLLER_PORT": ports[1]}
+    return subprocess.run(["bash", "scripts/kafka.sh", *args], cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+
+
 def broker_running() -> bool:
-    return subprocess.run(["bash", "scripts/kafka.sh", "status"], cwd=ROOT, capture_output=True).returncode == 0
+    return _own_ports() is not None and kafka_sh("status").returncode == 0
 
 
 @pytest.fixture
-def broker_restored() -> Iterator[None]:
+def own_broker(kafka_bootstrap: str) -> str:
+    """For tests that stop or restart the broker: skip unless ``KAFKA_BOOTSTRAP`` is the broker of
+    this worktree's ``scripts/kafka.sh`` (a test must never stop someone else's broker)."""
+    ports = _own_ports()
+    if ports is None or kafka_bootstrap != f"127.0.0.1:{ports[0]}":
+        pytest.skip(f"KAFKA_BOOTSTRAP={kafka_bootstrap} is not this worktree's scripts/kafka.sh broker")
+    return kafka_bootstrap
+
+
+@pytest.fixture
+def broker_restored(own_broker: str) -> Iterator[None]:
     """For tests that stop the broker: make sure it is running again afterwards."""
     yield
     if not broker_running():
-        subprocess.run(["bash", "scripts/kafka.sh", "start"], cwd=ROOT, capture_output=True, timeout=180)
+        kafka_sh("start")

@@ -19,7 +19,6 @@ import base64
 import json
 import random
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,12 @@ from events.codec import BadCommand, decode_command_json, decode_outcome_json, e
 from projections.risk_view import build_view
 
 from .conftest import (
-    ROOT,
     EngineProcess,
     StartEngine,
     broker_running,
     embedded_run,
     free_port,
+    kafka_sh,
     read_journal,
     settled_journal,
     submit_file,
@@ -162,34 +161,7 @@ def test_sigkill_mid_stream_then_restart_gives_exactly_once(
 
 
 # ----------------------------------------------------------------------------------- 3. broker restart
-
-
-def test_engine_survives_a_broker_restart_mid_stream(
-    kafka_bootstrap: str, prefix: str, engines: StartEngine, tmp_path: Path, broker_restored: None
-) -> None:
-    """Restart the broker while the engine is mid-stream: the same engine process recovers by
-    itself (aiokafka's retries carry it through the outage; any error would restart its loop
-    crash-only) and the final journal equals the embedded run."""
-    total = 20_000
-    flow = tmp_path / "flow.jsonl"
-    write_flow(flow, total, seed=3)
-    reference = embedded_run(flow, tmp_path / "embedded")
-    submitted(kafka_bootstrap, prefix, flow, total)
-
-    # Small transactions so that the stream lasts well beyond the broker's shutdown.
-    engine = engines(prefix, "--batch-max", "20", "--snapshot-every", "4000")
-    before = engine.wait_seq(total // 8, timeout=60)
-    restart = subprocess.run(["bash", "scripts/kafka.sh", "restart"], cwd=ROOT, capture_output=True, timeout=180)
-    assert restart.returncode == 0, restart.stderr.decode()
-    assert engine.alive(), engine.tail()
-    during = engine.last_seq()
-    assert during is not None and during < total, f"the restart did not happen mid-stream ({before} → {during})"
-
-    lines = wait_journal(kafka_bootstrap, prefix, total, timeout=90, engine=engine)
-    assert_same_journal(lines, reference.events)
-    assert engine.alive(), "the engine process must recover by itself"
-    assert engine.wait_seq(total, timeout=10) == total
-    assert engine.terminate(timeout=10) == 0
+# A broker restart mid-stream, with /healthz observed: tests/kafka/test_kafka_faults.py.
 
 
 # ----------------------------------------------------------------------------------- 4. bad input
@@ -458,14 +430,14 @@ def test_sigterm_during_a_broker_outage_exits_cleanly(
     """An orchestrator stopping the engine while the broker is down must still get exit 0."""
     engine = engines(prefix)
     engine.wait_ready(timeout=30)
-    subprocess.run(["bash", "scripts/kafka.sh", "stop"], cwd=ROOT, capture_output=True, timeout=60, check=True)
+    assert kafka_sh("stop", timeout=60).returncode == 0
     try:
         time.sleep(1.0)  # the consumer notices the broker is gone and backs off between fetches
         stopping = time.monotonic()
         code = engine.terminate(timeout=20)
         elapsed = time.monotonic() - stopping
     finally:
-        subprocess.run(["bash", "scripts/kafka.sh", "start"], cwd=ROOT, capture_output=True, timeout=180, check=True)
+        assert kafka_sh("start").returncode == 0
     assert elapsed < 5.0
     assert code == 0, engine.tail()
 

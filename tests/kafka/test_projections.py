@@ -19,11 +19,9 @@ import json
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +37,11 @@ from events.codec import decode_command_json, decode_outcome_json
 from projections.publish import Projector, all_view_records
 
 from .conftest import (
-    MARGINBOOK,
-    ROOT,
     EngineProcess,
-    _delete_topics,
+    StartProcess,
     embedded_run,
-    env_with,
-    free_port,
     parse_metrics,
     submit_file,
-    topic_names,
     wait_journal,
 )
 
@@ -244,65 +237,7 @@ async def _produce_plain(bootstrap: str, topic: str, items: list[tuple[str, byte
         await producer.stop()
 
 
-# ------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture
-def make_prefix(kafka_bootstrap: str) -> Iterator[Callable[[], str]]:
-    """Factory of fresh topic prefixes (topics created by ``marginbook topics``); every topic of
-    each, the projection's snapshots included, is deleted afterwards."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"t-{uuid.uuid4().hex[:8]}"
-        done = subprocess.run(
-            [*MARGINBOOK, "topics", "--topic-prefix", name],
-            cwd=ROOT,
-            env=env_with(kafka_bootstrap),
-            capture_output=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        try:
-            asyncio.run(_delete_topics(kafka_bootstrap, [*topic_names(name), f"{name}.projection.snapshots"]))
-        except Exception as err:  # best effort
-            print(f"could not delete topics of {name}: {err!r}", file=sys.stderr)
-
-
-StartProcess = Callable[..., EngineProcess]
-
-
-@pytest.fixture
-def services(kafka_bootstrap: str, tmp_path: Path) -> Iterator[StartProcess]:
-    """Factory: ``start("project" | "engine" | "api", prefix, *flags)`` starts a ``marginbook``
-    subprocess with a metrics (or HTTP) port; every one is stopped at teardown."""
-    started: list[EngineProcess] = []
-
-    def start(command: str, prefix: str, *flags: str, port: int | None = None) -> EngineProcess:
-        port = port or free_port()
-        log_path = tmp_path / f"{command}-{len(started)}.log"
-        args = [sys.executable, "-m", "cli.main", command, "--topic-prefix", prefix, *flags]
-        args += ["--port", str(port)] if command == "api" else ["--metrics-port", str(port)]
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                args, cwd=ROOT, env=env_with(kafka_bootstrap), stdin=subprocess.DEVNULL, stdout=out, stderr=out
-            )
-        process = EngineProcess(proc, log_path, port)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.alive():
-            try:
-                process.terminate(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+# ------------------------------------------------------------------------------------ helpers
 
 
 def projection_metrics(process: EngineProcess) -> dict[str, float] | None:

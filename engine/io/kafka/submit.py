@@ -1,6 +1,10 @@
 """The gateway's client: validate commands and produce them to the right shard.
 
-Routing (one partition of ``marginbook.commands`` per engine shard):
+Routing (one partition of ``marginbook.commands`` per engine shard). **Only one shard runs for
+now** (``engine.io.kafka.config.MAX_SHARDS``): each shard keeps its own order books, so two
+would split every market. :func:`submit` refuses a commands topic with more partitions
+(:class:`ShardsRefused`); the routing below is what a sharded deployment will use once shards
+share books:
 
 * commands of one account (``deposit``, ``withdraw``, ``place_order``, ``cancel_order``,
   ``borrow``, ``repay``, ``set_leverage``, ``set_position_mode``, ``adjust_margin``,
@@ -14,8 +18,9 @@ Idempotency: a command without ``id`` (where the contract requires one) gets
 ``h-`` + the first 32 hex digits of SHA-256 of its canonical JSON, so resubmitting the same file
 after a failure yields the same ids and the engine refuses the repeats as duplicates.
 
-Each line is validated with the engine's own decoder before anything is sent; a refused line is
-reported with its number, field and reason and is not sent. The producer is idempotent
+Each line is validated with the engine's own decoder before anything is sent, and a line longer
+than ``max_command_bytes`` (default ``engine.core.limits.MAX_COMMAND_BYTES``) is refused
+unread; a refused line is reported with its number, field and reason and is not sent. The producer is idempotent
 (``acks=all``): a retried send after a broker blip is not written twice.
 """
 
@@ -30,6 +35,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from engine.core.limits import MAX_COMMAND_BYTES
+from engine.io.kafka.config import MAX_SHARDS, SHARDS_REFUSED
 from events.codec import BadCommand, decode_command_json
 
 ACCOUNT_COMMANDS = frozenset(
@@ -76,8 +83,19 @@ class SubmitReport:
     refused: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def prepare(line: bytes, shards: int, report: SubmitReport, number: int) -> Prepared | None:
+class ShardsRefused(RuntimeError):
+    """The commands topic has more partitions than the engine can run as shards."""
+
+
+def prepare(
+    line: bytes, shards: int, report: SubmitReport, number: int, max_command_bytes: int = MAX_COMMAND_BYTES
+) -> Prepared | None:
     """Validate one line; add a content id if needed; decide where it goes."""
+    if len(line) > max_command_bytes:
+        report.refused.append(
+            (number, "$", f"the line is {len(line):,} bytes; a command is at most {max_command_bytes:,} bytes")
+        )
+        return None
     value = line
     try:
         obj = json.loads(line)
@@ -100,8 +118,17 @@ def prepare(line: bytes, shards: int, report: SubmitReport, number: int) -> Prep
     return Prepared(value, str(key).encode(), list(range(shards)))
 
 
-async def submit(bootstrap: str, topic: str, lines: Iterable[tuple[int, bytes]], linger_ms: int = 5) -> SubmitReport:
-    """Validate and produce ``(line number, bytes)`` pairs; wait until all are acknowledged."""
+async def submit(
+    bootstrap: str,
+    topic: str,
+    lines: Iterable[tuple[int, bytes]],
+    linger_ms: int = 5,
+    max_command_bytes: int = MAX_COMMAND_BYTES,
+) -> SubmitReport:
+    """Validate and produce ``(line number, bytes)`` pairs; wait until all are acknowledged.
+
+    Raises :class:`ShardsRefused` (before sending anything) if ``topic`` has more partitions
+    than ``MAX_SHARDS``."""
     report = SubmitReport()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=linger_ms, max_batch_size=1 << 20
@@ -109,9 +136,11 @@ async def submit(bootstrap: str, topic: str, lines: Iterable[tuple[int, bytes]],
     await producer.start()
     try:
         shards = len(await producer.partitions_for(topic))
+        if shards > MAX_SHARDS:
+            raise ShardsRefused(f"{topic} has {shards} partitions: refused: {SHARDS_REFUSED}")
         pending = []
         for number, line in lines:
-            prepared = prepare(line, shards, report, number)
+            prepared = prepare(line, shards, report, number, max_command_bytes)
             if prepared is None:
                 continue
             for partition in prepared.partitions:
