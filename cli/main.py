@@ -88,7 +88,7 @@ def run_file(
             previous = next(journaled, None)
             if previous is not None:
                 if previous[1] != raw:
-                    raise ResumeMismatch(f"{path}:{number}: differs from command {previous[0]} journaled in {log_dir}")
+                    raise ResumeMismatch(_resume_mismatch(path, number, log_dir, *previous))
                 continue
             engine.submit(command, raw)
             applied += 1
@@ -99,6 +99,19 @@ def run_file(
     if next(journaled, None) is not None:
         _warn(f"{log_dir} holds more commands than {path} provides")
     return engine, applied, refused
+
+
+def _resume_mismatch(path: Path, number: int, log_dir: Path, seq: int, journaled: bytes) -> str:
+    message = f"{path}:{number}: differs from command {seq} journaled in {log_dir}"
+    try:
+        decode_command_json(journaled)
+    except BadCommand as bad:
+        return (
+            f"{message}, which is not a command ({bad}): {log_dir}/commands.log is damaged or foreign at seq {seq}; "
+            f"repair: marginbook recover {log_dir} --cut-after {seq - 1} (drops seq {seq} and after; the run then "
+            f"resubmits them from {path})"
+        )
+    return message
 
 
 class ResumeMismatch(ValueError):

@@ -52,6 +52,8 @@ class Damage:
     resume_offset: int | None
     resume_seq: int | None
     file_size: int
+    #: The first bytes at ``offset`` (up to 4): an interrupted write leaves a record's magic, or zeros.
+    head: bytes = b""
 
     @property
     def torn_tail(self) -> bool:
@@ -65,6 +67,8 @@ class Damage:
     def describe(self) -> str:
         name = os.path.basename(self.path)
         if self.resume_offset is None:
+            if self.offset == 0 and not MAGIC.startswith(self.head) and self.head.strip(b"\0"):
+                return f"{name} byte offset 0: not a marginbook log: no valid record in its {self.length} byte(s)"
             return (
                 f"{name} byte offset {self.offset}: torn tail of {self.length} byte(s): {self.reason} (an interrupted "
                 f"write leaves one: `marginbook recover {os.path.dirname(self.path) or '.'}` cuts it)"
@@ -130,11 +134,12 @@ def read_log(path: str | os.PathLike[str], limit: int | None = None) -> Iterator
                 i = 0
                 continue
             at = base + i
+            head = bytes(buf[i : i + len(MAGIC)])
             found = find_next_valid(f, at + 1, size)
             if found is None:
-                yield Damage(p, at, bad, None, None, size)
+                yield Damage(p, at, bad, None, None, size, head)
                 return
-            yield Damage(p, at, bad, found[0], found[1], size)
+            yield Damage(p, at, bad, found[0], found[1], size, head)
             f.seek(found[0])
             view.release()
             base, buf, i = found[0], b"", 0
@@ -177,6 +182,7 @@ class SeqCursor:
         self.forgiven: list[Damage] = []
         self._done = False
         self._held: Record | None = None
+        self._last_seen = 0
         self._pending: list[Damage] = []
         self._problem = problem
         #: Why the held record's predecessors are missing (set once the anomaly is reported).
@@ -194,6 +200,7 @@ class SeqCursor:
                 self.damage.append(item)
                 continue
             self.records += 1
+            self._last_seen = max(self._last_seen, item.seq)
             return item
         self._done = True
         return None
@@ -249,7 +256,7 @@ class SeqCursor:
             record = self._held if self._held is not None else self._pull()
             self._held = None
             if record is None:
-                self._report_damage(0)
+                self._report_damage(self._last_seen + 1)
                 return
             self._report_damage(record.seq)
             yield record

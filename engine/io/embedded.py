@@ -60,8 +60,8 @@ from pathlib import Path
 
 from engine.core.state import State
 from engine.core.step import Engine
-from engine.io.atomic import disk_full, remove_temp_files
-from engine.io.filelog import FileLog, FsyncPolicy, LogCorruptError, LogError, truncate_after
+from engine.io.atomic import disk_full, remove_temp_files, write_atomic
+from engine.io.filelog import MAGIC, FileLog, FsyncPolicy, LogCorruptError, LogError, truncate_after
 from engine.io.lock import WriterLock
 from engine.io.logdir import (
     COMMANDS_FILE,
@@ -73,6 +73,9 @@ from engine.io.logdir import (
     ensure_meta,
     read_snapshot,
     rules_version_of,
+    snapshot_body,
+    snapshot_file_bytes,
+    snapshot_path,
     snapshot_paths,
     write_snapshot,
 )
@@ -192,6 +195,8 @@ class EmbeddedEngine:
                 f"truth and cannot be re-derived (restore it from a backup, or start the log over)",
                 f"{cut_after_command(folder, 0)} (sets the outcomes aside as {EVENTS_FILE}.cut-after-0)",
             )
+        self._refuse_foreign(commands_path, f"{cut_after_command(folder, 0)} (sets it aside and starts the log over)")
+        self._refuse_foreign(events_path, f"{rebuild_events_command(folder)} (sets it aside, re-derives the outcomes)")
         try:
             self.commands = FileLog.open(commands_path, fsync=fsync, warn=warn)
         except LogCorruptError as err:
@@ -212,8 +217,20 @@ class EmbeddedEngine:
                 f"{rebuild_events_command(folder)} (re-derives them; the damaged file is kept as {EVENTS_FILE}.bad)",
             ) from None
         self._check_last_records()
-        self._drop_future_snapshots()
+        self._check_snapshots()
         self._restore_and_recover(use_snapshots)
+
+    @staticmethod
+    def _refuse_foreign(path: Path, repair: str) -> None:
+        """A file that does not even start like a log (a record's magic, or the zeros a power loss
+        leaves) is foreign: the file log would cut it whole as a torn tail, so refuse it."""
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(len(MAGIC))
+        except FileNotFoundError:
+            return
+        if head and not MAGIC.startswith(head) and head.strip(b"\0"):
+            raise LogDirError(f"{path} byte offset 0: not a marginbook log (it starts with {head!r})", repair)
 
     def _command_error(self, seq: int, offset: int, payload: bytes, bad: BadCommand) -> LogDirError:
         path = self.commands.path
@@ -256,12 +273,24 @@ class EmbeddedEngine:
                         f"{rebuild_events_command(self.directory)} (re-derives the outcomes from {COMMANDS_FILE})",
                     )
 
-    def _drop_future_snapshots(self) -> None:
+    def _check_snapshots(self) -> None:
+        """Remove the snapshots a restore must never use: after the last command (they describe
+        commands that are not in commands.log), or failing their checksum (caches, rebuilt when
+        recovery steps past their seq)."""
+        #: Snapshots found unusable: rewritten from the state when recovery steps past them.
+        self._heal: set[int] = set()
         last = self.commands.last_seq
         for seq, path in snapshot_paths(self.directory):
             if seq > last:
                 path.unlink()
                 self._warn(f"{path}: removed: a snapshot after the last command (seq {last}) in {COMMANDS_FILE}")
+                continue
+            try:
+                snapshot_body(path)
+            except SnapshotDamaged as err:
+                path.unlink()
+                self._heal.add(seq)
+                self._warn(f"{err}: removed")
 
     def _restore_and_recover(self, use_snapshots: bool) -> None:
         """Restore the newest usable snapshot at or before the last recorded outcome, verify the
@@ -276,10 +305,12 @@ class EmbeddedEngine:
                     state = read_snapshot(path, seq)
                 except SnapshotDamaged as err:
                     self._warn(f"{err}; recovering from an older snapshot or the start")
+                    self._heal.add(seq)
                     continue
             engine = Engine(state)
+            healed: dict[int, bytes] = {}
             try:
-                self._verify(engine, recorded_last)
+                self._verify(engine, recorded_last, healed)
             except Divergence as div:
                 if path is None:
                     raise Divergence(div.seq, div.expected, div.actual, self.directory) from None
@@ -287,14 +318,25 @@ class EmbeddedEngine:
                     f"{path}: ignored: stepping from it does not reproduce the recorded outcome of seq {div.seq}; "
                     f"recovering from an older snapshot or the start"
                 )
+                self._heal.add(seq)
                 continue
             self.engine = engine
             self.recovered_from = seq
+            for snap_seq, data in healed.items():
+                self._heal_snapshot(snap_seq, data)
             break
         self.recovered = self._append_missing()
         self.flush()
 
-    def _verify(self, engine: Engine, recorded_last: int) -> None:
+    def _heal_snapshot(self, seq: int, data: bytes) -> None:
+        path = snapshot_path(self.directory, seq)
+        write_atomic(path, data, self._sync)
+        self._heal.discard(seq)
+        self._warn(f"{path}: rewritten from the state recovery stepped to")
+
+    def _verify(self, engine: Engine, recorded_last: int, healed: dict[int, bytes]) -> None:
+        """Step from ``engine``'s state to ``recorded_last``, comparing every recorded outcome;
+        the snapshots to heal on the way go to ``healed`` (written only if all of it matches)."""
         start = engine.state.last_seq + 1
         if start > recorded_last:
             return
@@ -306,6 +348,8 @@ class EmbeddedEngine:
             expected = next(recorded)[1]
             if expected != data:
                 raise Divergence(seq, expected, data)
+            if seq in self._heal:
+                healed[seq] = snapshot_file_bytes(engine.state)
 
     def _append_missing(self) -> int:
         start = self.engine.state.last_seq + 1
@@ -317,6 +361,9 @@ class EmbeddedEngine:
         for seq, offset, payload in self.commands.records(start):
             self.events.append(encode_outcome_json(self.engine.step(self._decode(seq, offset, payload))))
             appended += 1
+            if seq in self._heal:
+                self.flush()  # a snapshot is never ahead of the logs
+                self._heal_snapshot(seq, snapshot_file_bytes(self.engine.state))
             if appended % self.batch == 0:
                 self.events.flush()
         return appended
