@@ -92,10 +92,10 @@ def run_file(
                 continue
             engine.submit(command, raw)
             applied += 1
+        engine.flush()
     except BaseException:
         engine.close()
         raise
-    engine.flush()
     if next(journaled, None) is not None:
         _warn(f"{log_dir} holds more commands than {path} provides")
     return engine, applied, refused

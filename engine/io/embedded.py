@@ -277,8 +277,10 @@ class EmbeddedEngine:
         """Remove the snapshots a restore must never use: after the last command (they describe
         commands that are not in commands.log), or failing their checksum (caches, rebuilt when
         recovery steps past their seq)."""
-        #: Snapshots found unusable: rewritten from the state when recovery steps past them.
+        #: Snapshots found unusable: rewritten from the state when recovery steps past them, as
+        #: are those due (every ``snapshot_every``) after the newest one (a write that failed).
         self._heal: set[int] = set()
+        self._newest_snapshot = 0
         last = self.commands.last_seq
         for seq, path in snapshot_paths(self.directory):
             if seq > last:
@@ -291,6 +293,13 @@ class EmbeddedEngine:
                 path.unlink()
                 self._heal.add(seq)
                 self._warn(f"{err}: removed")
+            else:
+                self._newest_snapshot = seq
+
+    def _due(self, seq: int) -> bool:
+        """Must recovery (re)write the snapshot of ``seq`` when it steps past it?"""
+        every = self.snapshot_every
+        return seq in self._heal or (every > 0 and seq % every == 0 and seq > self._newest_snapshot)
 
     def _restore_and_recover(self, use_snapshots: bool) -> None:
         """Restore the newest usable snapshot at or before the last recorded outcome, verify the
@@ -330,9 +339,12 @@ class EmbeddedEngine:
 
     def _heal_snapshot(self, seq: int, data: bytes) -> None:
         path = snapshot_path(self.directory, seq)
+        path.parent.mkdir(exist_ok=True)
         write_atomic(path, data, self._sync)
-        self._heal.discard(seq)
-        self._warn(f"{path}: rewritten from the state recovery stepped to")
+        self._newest_snapshot = max(self._newest_snapshot, seq)
+        if seq in self._heal:
+            self._heal.discard(seq)
+            self._warn(f"{path}: rewritten from the state recovery stepped to")
 
     def _verify(self, engine: Engine, recorded_last: int, healed: dict[int, bytes]) -> None:
         """Step from ``engine``'s state to ``recorded_last``, comparing every recorded outcome;
@@ -348,7 +360,7 @@ class EmbeddedEngine:
             expected = next(recorded)[1]
             if expected != data:
                 raise Divergence(seq, expected, data)
-            if seq in self._heal:
+            if self._due(seq):
                 healed[seq] = snapshot_file_bytes(engine.state)
 
     def _append_missing(self) -> int:
@@ -361,7 +373,7 @@ class EmbeddedEngine:
         for seq, offset, payload in self.commands.records(start):
             self.events.append(encode_outcome_json(self.engine.step(self._decode(seq, offset, payload))))
             appended += 1
-            if seq in self._heal:
+            if self._due(seq):
                 self.flush()  # a snapshot is never ahead of the logs
                 self._heal_snapshot(seq, snapshot_file_bytes(self.engine.state))
             if appended % self.batch == 0:

@@ -47,6 +47,7 @@ __all__ = [
     "LogDirError",
     "Meta",
     "SnapshotDamaged",
+    "checked_body",
     "ensure_meta",
     "read_meta",
     "read_snapshot",
@@ -194,6 +195,11 @@ def snapshot_body(path: Path) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise SnapshotDamaged(path, f"cannot be read: {exc.strerror or exc}") from None
+    return checked_body(data, path)
+
+
+def checked_body(data: bytes, path: Path) -> bytes:
+    """The body of the bytes of snapshot file ``path``, checksum verified (:func:`snapshot_body`)."""
     if not data.startswith(SNAPSHOT_MAGIC):
         if SNAPSHOT_MAGIC.startswith(data):
             raise SnapshotDamaged(path, f"truncated ({len(data)} bytes)")
@@ -207,10 +213,11 @@ def snapshot_body(path: Path) -> bytes:
     return body
 
 
-def read_snapshot(path: Path, seq: int | None = None) -> State:
+def read_snapshot(path: Path, seq: int | None = None, data: bytes | None = None) -> State:
     """Restore a snapshot file; raise :class:`SnapshotDamaged` if it is not usable. ``seq``:
-    the seq it must hold the state after (default: the one in its name)."""
-    body = snapshot_body(path)
+    the seq it must hold the state after (default: the one in its name). ``data``: the file's
+    bytes, when already read."""
+    body = snapshot_body(path) if data is None else checked_body(data, path)
     try:
         state = snapshot.restore(body)
     except Exception as exc:  # a decode boundary: whatever the bytes make restore raise
