@@ -335,3 +335,25 @@ def test_the_doc_table_is_this_table() -> None:
     for match in re.finditer(r"^\| ([^|]+?) \| (\d) [^|]*\| (\d) [^|]*\|", text, re.MULTILINE):
         documented[match.group(1)] = (int(match.group(2)), int(match.group(3)))
     assert documented == {name: (row.replay_audit, row.run) for name, row in ROWS.items()}
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_no_cli_prints_a_traceback_on_any_damage(
+    name: str, pristine: Path, other_state_at_600: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``statement``, ``conservation`` and ``recover`` on every damaged directory: a documented exit
+    code (never 70, an internal error) and, when they refuse, one line naming the file."""
+    log = tmp_path / "log"
+    shutil.copytree(pristine, log)
+    with damaged(name, log, other_state_at_600):
+        for argv in (
+            ["statement", str(log), "--acct", "a1", "--out", str(tmp_path / "a1.csv")],
+            ["conservation", str(log), "--json"],
+            ["recover", str(log)],
+        ):
+            code, _, err = cli(capsys, *argv)
+            assert "Traceback" not in err
+            assert code in (0, 1, 2, 4), (argv, code, err)
+            if code in (2, 4):
+                lines = [line for line in err.splitlines() if not line.startswith("marginbook: warning:")]
+                assert len(lines) == 1 and str(log) in lines[0], (argv, err)
