@@ -22,7 +22,7 @@ from test_crash_embedded import write_flow
 
 from cli.main import main
 from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, META_FILE
-from engine.io.lock import LOCK_FILE
+from engine.io.lock import LOCK_FILE, WriterLock
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL, EVERY = 650, 200
@@ -103,16 +103,23 @@ def _wait_for_lock(log: Path, proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_kill_the_waiting_writer_leaves_the_holder_alone(small: tuple[Path, Path], tmp_path: Path) -> None:
+    """A writer killed while it waits for the lock changes nothing: the holder keeps the lock
+    (a third writer is still refused), and once it lets go the next writer finishes the log."""
     flow, reference = small
     log = tmp_path / "log"
-    holder = start("run", str(flow), "--log", str(log), "--snapshot-every", str(EVERY))
-    _wait_for_lock(log, holder)
-    waiter = start("run", str(flow), "--log", str(log), "--snapshot-every", str(EVERY), "--wait-lock", "120")
-    time.sleep(0.3)
-    assert waiter.poll() is None and holder.poll() is None, "the waiter is not waiting"
-    waiter.send_signal(signal.SIGKILL)
-    assert finish(waiter) == -signal.SIGKILL
-    assert finish(holder) == 0
+    log.mkdir()
+    holder = WriterLock.acquire(log)
+    try:
+        waiter = start("run", str(flow), "--log", str(log), "--snapshot-every", str(EVERY), "--wait-lock", "120")
+        time.sleep(1.0)
+        assert waiter.poll() is None, "the waiter is not waiting"
+        waiter.send_signal(signal.SIGKILL)
+        assert finish(waiter) == -signal.SIGKILL
+        assert finish(start("run", str(flow), "--log", str(log))) == 4
+        assert not (log / COMMANDS_FILE).exists()
+    finally:
+        holder.release()
+    assert finish(start("run", str(flow), "--log", str(log), "--snapshot-every", str(EVERY))) == 0
     assert own_files(log) == own_files(reference)
 
 
