@@ -127,6 +127,26 @@ def test_two_runs_at_once_never_interleave(tmp_path: Path) -> None:
     assert [r.seq for r in read_log(log / COMMANDS_FILE) if isinstance(r, Record)] == list(range(1, 12_001))
 
 
+def test_readers_are_not_fooled_by_a_live_writers_tail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """replay and audit while a real `run` appends: every one passes (exit 0), judging only what
+    both logs held, complete, when it started, and says a writer is at work."""
+    big = tmp_path / "flow.jsonl"
+    write_flow(big, 15_000, seed=6)
+    log = tmp_path / "log"
+    writer = _cli("run", str(big), "--log", str(log), "--snapshot-every", "1000", "--fsync", "never")
+    live = 0
+    while writer.poll() is None:
+        if (log / COMMANDS_FILE).exists():
+            for argv in (["audit", str(log), "--no-progress"], ["replay", str(log)]):
+                code = main(argv)
+                captured = capsys.readouterr()
+                assert code == 0, captured.err
+                live += "a writer is at work on this log" in captured.out + captured.err
+    assert writer.wait() == 0
+    assert live >= 2, "no reader ran while the writer was at work; the test proved nothing"
+    assert main(["audit", str(log), "--no-progress"]) == 0
+
+
 def test_a_lock_left_by_a_dead_process_does_not_block(
     flow: Path, reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
