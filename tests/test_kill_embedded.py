@@ -129,13 +129,19 @@ def test_kill_the_holder_while_another_writer_waits_on_the_lock(big: tuple[Path,
     log = tmp_path / "log"
     rng = random.Random(17)
     argv = ("run", str(flow), "--log", str(log), "--snapshot-every", "500")
-    kills = 25 if LONG else 2
+    kills = 25 if LONG else 3
+    final_size = (reference / COMMANDS_FILE).stat().st_size
     mid_stream = 0
     holder = start(*argv)
     for _ in range(kills):
         _wait_for_lock(log, holder)
         waiter = start(*argv, "--wait-lock", "300")
-        time.sleep(rng.uniform(0.05, 0.6 if LONG else 0.9))
+        # Kill when commands.log reaches a random share of its final size (the holder is at
+        # work then, whatever the machine's load); events.log and snapshots trail it.
+        target = rng.uniform(0.05, 0.9) * final_size
+        while holder.poll() is None and (log / COMMANDS_FILE).stat().st_size < target:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.05))
         if holder.poll() is None:
             holder.send_signal(signal.SIGKILL)
             assert finish(holder) == -signal.SIGKILL
@@ -144,7 +150,7 @@ def test_kill_the_holder_while_another_writer_waits_on_the_lock(big: tuple[Path,
             assert finish(holder) == 0
         holder = waiter
     assert finish(holder) == 0
-    assert mid_stream >= 1, "no kill landed while the holder was running; the test proved nothing"
+    assert mid_stream >= (15 if LONG else 2), "no kill landed while the holder was running; the test proved nothing"
     assert leftovers(log) == []
     assert own_files(log) == own_files(reference)
     assert main(["audit", str(log), "--no-progress"]) == 0
