@@ -155,7 +155,7 @@ def audit_dir(
         )
     if on_total is not None:
         on_total(start, commands_last)
-    if events_scan is None:
+    if events_scan is None and not live:  # a live writer creates it right after commands.log
         report.add(0, "missing_outcome", EVENTS_FILE, f"{events_path}: no such file")
     for seq, path in listed:
         if seq > commands_last:

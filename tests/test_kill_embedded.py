@@ -102,6 +102,13 @@ def _wait_for_lock(log: Path, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.005)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # the writer holds the lock but has not created the log yet
+        return 0
+
+
 def test_kill_the_waiting_writer_leaves_the_holder_alone(small: tuple[Path, Path], tmp_path: Path) -> None:
     """A writer killed while it waits for the lock changes nothing: the holder keeps the lock
     (a third writer is still refused), and once it lets go the next writer finishes the log."""
@@ -139,7 +146,7 @@ def test_kill_the_holder_while_another_writer_waits_on_the_lock(big: tuple[Path,
         # Kill when commands.log reaches a random share of its final size (the holder is at
         # work then, whatever the machine's load); events.log and snapshots trail it.
         target = rng.uniform(0.05, 0.9) * final_size
-        while holder.poll() is None and (log / COMMANDS_FILE).stat().st_size < target:
+        while holder.poll() is None and _size(log / COMMANDS_FILE) < target:
             time.sleep(0.002)
         time.sleep(rng.uniform(0, 0.05))
         if holder.poll() is None:

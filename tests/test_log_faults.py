@@ -144,6 +144,17 @@ def test_readers_are_not_fooled_by_a_live_writers_tail(tmp_path: Path, capsys: p
                 live += "a writer is at work on this log" in captured.out + captured.err
     assert writer.wait() == 0
     assert live >= 2, "no reader ran while the writer was at work; the test proved nothing"
+    # The instant between the two logs' creation: commands.log there, events.log not yet.
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / COMMANDS_FILE).write_bytes(b"")
+    holder = WriterLock.acquire(early)
+    try:
+        assert main(["audit", str(early), "--no-progress"]) == 0
+        assert main(["replay", str(early)]) == 0
+    finally:
+        holder.release()
+    assert main(["audit", str(early), "--no-progress"]) == 1
     assert main(["audit", str(log), "--no-progress"]) == 0
 
 
