@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from replay.audit import AuditReport, audit_dir
+from replay.audit import AuditReport
 from replay.chain import chain_line
+from replay.directory import audit_dir
 from replay.journal import IncompleteLog
 
 if TYPE_CHECKING:
@@ -139,11 +140,9 @@ def _print_report(report: AuditReport, chain_every: int, out: TextIO, err: TextI
     if report.ok:
         print("OK: every recorded outcome is reproduced exactly", file=out)
         return 0
-    first = report.first_problem
+    first = first_problem_line(report)
     if first is not None:
-        print(f"FIRST PROBLEM at seq {first.seq}: {first.message}", file=err)
-    elif report.scan_errors:
-        print(f"FIRST PROBLEM: {report.scan_errors[0]}", file=err)
+        print(first, file=err)
     d = report.first_divergence
     if d is not None:
         print(
@@ -162,6 +161,29 @@ def _print_report(report: AuditReport, chain_every: int, out: TextIO, err: TextI
             print(f"    {diff.note}", file=err)
         print(f"  expected outcome: {_clip(d.expected)}", file=err)
         print(f"  actual outcome:   {_clip(d.actual)}", file=err)
+    print_problem_list(report, err)
+    print(
+        f"FAILED: {report.divergences:,} divergence(s), {report.problem_count:,} problem(s), "
+        f"{len(report.scan_errors):,} integrity error(s)",
+        file=out,
+    )
+    return 1
+
+
+def first_problem_line(report: AuditReport) -> str | None:
+    """The ``FIRST PROBLEM …`` line of a failed audit (``replay`` prints the same one)."""
+    first = report.first_problem
+    if first is not None:
+        return f"FIRST PROBLEM at seq {first.seq}: {first.message}"
+    if report.scan_errors:
+        return f"FIRST PROBLEM: {report.scan_errors[0]}"
+    if report.stopped:
+        return f"FIRST PROBLEM: {report.stopped}"
+    return None
+
+
+def print_problem_list(report: AuditReport, err: TextIO) -> None:
+    """Why the replay stopped, every problem (the first :data:`SHOWN_PROBLEMS`), the integrity errors."""
     if report.stopped:
         print(f"STOPPED: {report.stopped}", file=err)
     if report.problem_count:
@@ -174,12 +196,6 @@ def _print_report(report: AuditReport, chain_every: int, out: TextIO, err: TextI
         print("log integrity (engine.io.filelog.scan):", file=err)
         for line in report.scan_errors[:SHOWN_PROBLEMS]:
             print(f"  {line}", file=err)
-    print(
-        f"FAILED: {report.divergences:,} divergence(s), {report.problem_count:,} problem(s), "
-        f"{len(report.scan_errors):,} integrity error(s)",
-        file=out,
-    )
-    return 1
 
 
 def _on_chain(out: TextIO) -> Callable[[int, bytes], None]:

@@ -24,30 +24,27 @@ What is reported (:class:`AuditReport`):
 * ``extra_outcome`` — an outcome after the last command; ``snapshot`` — a snapshot that does not
   restore the replayed state; ``halt`` — the engine refused to commit (an invariant broke).
 
-The drivers — :func:`audit_dir` here and :func:`replay.kafka.audit_kafka` for a topic range —
+The drivers — :func:`replay.directory.audit_dir` for a log directory and
+:func:`replay.kafka_source.audit_kafka` for a topic range —
 only join commands with recorded outcomes; :class:`Auditor` does the checking.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
-from engine.core import RULES_VERSION, snapshot
+from engine.core import snapshot
 from engine.core.context import InvariantBroken
 from engine.core.state import State
 from engine.core.step import Engine, fold
-from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, rules_version_of, snapshot_paths
-from engine.io.filelog import scan
+from engine.io.logdir import COMMANDS_FILE, EVENTS_FILE
 from events.codec import BadCommand, decode_command_json, decode_outcome_json, encode_outcome_json
 from replay.chain import Chain
-from replay.tolerant import SeqCursor, first_seq
 
 __all__ = [
     "AuditReport",
@@ -55,15 +52,11 @@ __all__ = [
     "Divergence",
     "EventDiff",
     "Problem",
-    "audit_dir",
     "describe_difference",
-    "start_state",
 ]
 
 #: Problems kept in the report (all are counted).
 MAX_PROBLEMS: Final = 1_000
-#: Metadata written by ``marginbook export`` next to an exported log.
-EXPORT_META: Final = "export.json"
 
 Progress = Callable[[int], None]
 
@@ -256,9 +249,10 @@ class Auditor:
         chain: Chain | None = None,
         snapshots: dict[int, Callable[[], bytes]] | None = None,
         progress: Progress | None = None,
+        full_sweep: bool = False,
     ) -> None:
         self.report = report
-        self.engine = Engine(state)
+        self.engine = Engine(state, full_sweep=full_sweep)
         self.chain = chain
         self.snapshots = snapshots or {}
         self.progress = progress
@@ -287,7 +281,7 @@ class Auditor:
                 restored = snapshot.digest(snapshot.restore(load()))
             except Exception as err:  # a damaged snapshot file is a finding, not a crash
                 self.report.snapshots_checked.append((seq, False))
-                self.report.add(seq, "snapshot", f"snapshot {seq}", f"snapshot {seq} does not restore: {err!r}")
+                self.report.add(seq, "snapshot", f"snapshot {seq}", f"snapshot {seq} does not restore: {err}")
             else:
                 ok = restored == snapshot.digest(self.engine.state)
                 self.report.snapshots_checked.append((seq, ok))
@@ -304,7 +298,13 @@ class Auditor:
         try:
             command = decode_command_json(raw)
         except BadCommand as bad:
-            report.add(seq, "bad_command", where, f"{where}: command of seq {seq} does not decode: {bad}")
+            hint = ""
+            try:
+                decode_outcome_json(raw)
+                hint = f" (it is an outcome: are {COMMANDS_FILE} and {EVENTS_FILE} swapped?)"
+            except Exception:  # not an outcome either: the plain message says it all
+                pass
+            report.add(seq, "bad_command", where, f"{where}: command of seq {seq} does not decode: {bad}{hint}")
             return self.fold_recorded(seq, recorded, recorded_where, "its command does not decode")
         try:
             outcome = self.engine.step(command)
@@ -379,162 +379,3 @@ class Auditor:
             self.progress(report.last_seq)
         report.elapsed = time.perf_counter() - started
         return report
-
-
-# --------------------------------------------------------------------------- log directories
-
-
-def _scan_errors(path: Path, start_seq: int, last_seq: list[int] | None = None) -> list[str]:
-    if not path.exists():
-        return []
-    found = scan(path)
-    if last_seq is not None:
-        last_seq.append(found.last_seq)
-    errors = found.errors
-    if start_seq > 1 and errors and errors[0] == f"byte offset 0: sequence gap: expected seq 1, found {start_seq}":
-        errors = errors[1:]  # a log that starts after a snapshot (``export`` of a topic range)
-    return [f"{path.name}: {e}" for e in errors]
-
-
-def _export_chain(folder: Path, seq: int) -> bytes | None:
-    """The chain value at ``seq`` recorded by ``marginbook export`` (for a log starting after it)."""
-    meta = folder / EXPORT_META
-    if not meta.exists():
-        return None
-    try:
-        data = msgspec.json.decode(meta.read_bytes())
-    except msgspec.DecodeError:
-        return None
-    if isinstance(data, dict) and data.get("chain_seq") == seq and isinstance(data.get("chain"), str):
-        return bytes.fromhex(data["chain"])
-    return None
-
-
-def start_state(folder: Path, from_snapshot: int | None) -> tuple[State | None, int, str]:
-    """``(state, start seq, note)``: the snapshot to start from, or the empty state.
-
-    Without ``from_snapshot``, a log whose first command is seq ``S + 1 > 1`` (an exported
-    topic range) starts from its snapshot at ``S`` when there is one.
-    """
-    snapshots = dict(snapshot_paths(folder))
-    note = ""
-    if from_snapshot is None:
-        first = first_seq(folder / COMMANDS_FILE) if (folder / COMMANDS_FILE).exists() else None
-        if first is not None and first > 1 and first - 1 in snapshots:
-            from_snapshot = first - 1
-            note = f"the log starts at seq {first}: starting from its snapshot at seq {first - 1}"
-    if from_snapshot is None:
-        return None, 1, note
-    if from_snapshot not in snapshots:
-        raise FileNotFoundError(f"no snapshot at seq {from_snapshot} in {folder / 'snapshots'}")
-    state = snapshot.restore(snapshots[from_snapshot].read_bytes())
-    if state.last_seq != from_snapshot:
-        raise ValueError(f"snapshot {snapshots[from_snapshot]} holds the state after seq {state.last_seq}")
-    return state, from_snapshot + 1, note
-
-
-def audit_dir(
-    directory: str | os.PathLike[str],
-    from_snapshot: int | None = None,
-    chain_every: int = 0,
-    on_chain: Callable[[int, bytes], None] | None = None,
-    progress: Progress | None = None,
-    on_total: Callable[[int, int], None] | None = None,
-) -> AuditReport:
-    """Audit a log directory (``commands.log``, ``events.log``, ``snapshots/``); read-only.
-
-    ``on_chain(seq, digest)`` receives the chain every ``chain_every`` seqs; ``on_total(start
-    seq, last seq)`` is called once the logs are scanned, then ``progress(seq)`` as it goes."""
-    started = time.perf_counter()
-    folder = Path(directory)
-    commands_path, events_path = folder / COMMANDS_FILE, folder / EVENTS_FILE
-    if not commands_path.exists():
-        raise FileNotFoundError(f"{commands_path}: no such file")
-    state, start, note = start_state(folder, from_snapshot)
-    report = AuditReport(source=str(folder), start_seq=start)
-    recorded_rules = rules_version_of(folder)
-    if recorded_rules is not None and recorded_rules != RULES_VERSION:
-        report.notes.append(
-            f"the log was written under engine rules version {recorded_rules}, this engine applies "
-            f"{RULES_VERSION}: a divergence may come from the rules, not tampering"
-        )
-    if note:
-        report.notes.append(note)
-    last: list[int] = []
-    report.scan_errors = _scan_errors(commands_path, start, last) + _scan_errors(events_path, start)
-    if on_total is not None:
-        on_total(start, last[0] if last else 0)
-    if not events_path.exists():
-        report.add(0, "missing_outcome", EVENTS_FILE, f"{events_path}: no such file")
-    snapshots: dict[int, Callable[[], bytes]] = {
-        seq: path.read_bytes for seq, path in snapshot_paths(folder) if seq >= start
-    }
-    chain = Chain(chain_every, on_chain)
-    auditor = Auditor(report, state, chain, snapshots, progress)
-    commands = SeqCursor(commands_path, lambda seq, where, msg: report.add(seq, _kind(msg), where, msg))
-    events = SeqCursor(events_path, lambda seq, where, msg: report.add(seq, _kind(msg), where, msg))
-
-    # Before the start (a snapshot): the commands are not replayed, but records the logs hold
-    # there are still read (damage is reported) and the recorded outcomes are chained. A log
-    # that starts right after its snapshot (an exported topic range) has no such records.
-    if start > 1:
-        exported = _export_chain(folder, start - 1)
-        if exported is not None:
-            chain.digest, chain.seq = exported, start - 1
-        command_prefix = first_seq(commands_path) != start
-        event_prefix = events_path.exists() and first_seq(events_path) != start
-        if exported is None and not event_prefix:
-            auditor.chain = None
-            report.chain_note = f"no chain: the log holds no outcome before seq {start} (and no {EXPORT_META} gives it)"
-        for seq in range(1, start if command_prefix or event_prefix else 1):
-            if command_prefix:
-                commands.take(seq)
-            if event_prefix:
-                record = events.take(seq)
-                if exported is None:
-                    auditor.chain_prefix(seq, None if record is None else record.payload)
-
-    seq = start
-    while True:
-        command = commands.take(seq)
-        if command is None and commands.at_end:
-            break
-        recorded = events.take(seq)
-        recorded_where = f"{EVENTS_FILE} byte offset {recorded.offset}" if recorded is not None else EVENTS_FILE
-        if command is None:
-            going = auditor.fold_recorded(
-                seq,
-                None if recorded is None else recorded.payload,
-                recorded_where,
-                "its command is missing or unreadable",
-            )
-        else:
-            going = auditor.step(
-                seq,
-                command.payload,
-                f"{COMMANDS_FILE} byte offset {command.offset}",
-                None if recorded is None else recorded.payload,
-                recorded_where,
-            )
-        if not going:
-            break
-        seq += 1
-    for _ in commands.rest():  # after a stop: still report damage further on
-        pass
-    for record in events.rest():
-        if record.seq >= seq:
-            report.add(
-                record.seq,
-                "extra_outcome",
-                f"{EVENTS_FILE} byte offset {record.offset}",
-                f"{EVENTS_FILE} byte offset {record.offset}: outcome of seq {record.seq} has no command",
-            )
-    return auditor.finish(started)
-
-
-def _kind(message: str) -> str:
-    if "sequence gap" in message:
-        return "gap"
-    if "out of order" in message:
-        return "order"
-    return "damage"

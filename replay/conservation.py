@@ -33,13 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 
-from engine.core.evolve import apply
 from engine.core.holdings import currencies, held
 from engine.core.money import ZERO
 from engine.core.state import State
-from engine.core.step import record
 from events import journal as ev
-from replay.journal import read_journal
+from replay.journal import apply_checked, read_journal, record_checked
 
 __all__ = ["ConservationReport", "CurrencyLine", "conservation"]
 
@@ -197,13 +195,13 @@ def conservation(
         for event in entry.outcome.events:
             named = _named(state, event)
             if not named:
-                apply(state, event)
+                apply_checked(state, event, entry)
                 pool_ccy = getattr(event, "ccy", None)
                 if isinstance(pool_ccy, str):  # a pool-only change (funding residual)
                     touched.add(pool_ccy)
                 continue
             before = [_value(state, a, c) for a, c in named]
-            apply(state, event)
+            apply_checked(state, event, entry)
             seen: set[tuple[str, str]] = set()
             for (acct, ccy), old in zip(named, before, strict=True):
                 if (acct, ccy) in seen:
@@ -221,7 +219,7 @@ def conservation(
             elif isinstance(event, ev.Withdrawn):
                 line = report.line(event.ccy)
                 line.withdrawals = _SUM.add(line.withdrawals, event.amt)
-        record(state, entry.outcome)
+        record_checked(state, entry)
         seq = entry.seq
         report.last_seq = seq
         if full_every and seq % full_every == 0:

@@ -38,8 +38,8 @@ from engine.core.step import Engine
 from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, write_snapshot
 from engine.io.filelog import HEADER, MAGIC, MAX_PAYLOAD
 from engine.io.kafka.config import Topics
-from replay.audit import EXPORT_META
 from replay.chain import Chain
+from replay.directory import EXPORT_META
 from replay.kafka_source import KafkaRange
 
 __all__ = ["ExportReport", "RecordWriter", "export_kafka"]

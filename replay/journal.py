@@ -16,11 +16,14 @@ from pathlib import Path
 
 import msgspec
 
+from engine.core.evolve import apply
 from engine.core.state import State
-from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE
+from engine.core.step import record
+from engine.io.lock import live_writer
+from engine.io.logdir import COMMANDS_FILE, EVENTS_FILE, read_meta
 from events.codec import decode_outcome_json
-from events.journal import Outcome
-from replay.audit import start_state
+from events.journal import Event, Outcome
+from replay.directory import start_state
 from replay.tolerant import SeqCursor, first_seq
 
 
@@ -49,6 +52,32 @@ class Entry:
     seq: int
     outcome: Outcome
     command: bytes | None
+    #: Byte offset of the outcome's record in ``events.log``.
+    offset: int = 0
+
+    def fold_error(self, err: Exception) -> IncompleteLog:
+        """The error to raise when this entry's events cannot be folded (a foreign journal)."""
+        return IncompleteLog(
+            f"{EVENTS_FILE} byte offset {self.offset}: the outcome of seq {self.seq} cannot be folded ({err!r}): "
+            f"not a journal this engine wrote; run `marginbook audit`"
+        )
+
+
+def apply_checked(state: State, event: Event, entry: Entry) -> None:
+    """Fold one recorded event (``engine.core.evolve.apply``); a journal no engine could have
+    written raises :class:`IncompleteLog` naming the record instead of whatever the fold hits."""
+    try:
+        apply(state, event)
+    except Exception as err:  # a decode boundary: recorded events are input here
+        raise entry.fold_error(err) from None
+
+
+def record_checked(state: State, entry: Entry) -> None:
+    """``engine.core.step.record`` of the entry's outcome, checked like :func:`apply_checked`."""
+    try:
+        record(state, entry.outcome)
+    except Exception as err:  # a decode boundary, as above
+        raise entry.fold_error(err) from None
 
 
 def read_journal(
@@ -62,13 +91,17 @@ def read_journal(
     events_path = folder / EVENTS_FILE
     if not events_path.exists():
         raise FileNotFoundError(f"{events_path}: no such file")
+    read_meta(folder)  # an empty, garbage or unknown-format meta.json is refused
     state, start, note = start_state(folder, from_snapshot)
     if note and warn is not None:
         warn(note)
-    return state if state is not None else State(), start, _entries(folder, start, warn)
+    writer = live_writer(folder)
+    if writer is not None and warn is not None:
+        warn(f"a writer is at work on this log ({writer.describe()}): the record it is writing is left out")
+    return state if state is not None else State(), start, _entries(folder, start, warn, writer is not None)
 
 
-def _entries(folder: Path, start: int, warn: Callable[[str], None] | None) -> Iterator[Entry]:
+def _entries(folder: Path, start: int, warn: Callable[[str], None] | None, live: bool) -> Iterator[Entry]:
     def fail(seq: int, where: str, message: str) -> None:
         if seq >= start or seq == 0:  # damage before a snapshot start does not matter here
             raise IncompleteLog(
@@ -79,8 +112,8 @@ def _entries(folder: Path, start: int, warn: Callable[[str], None] | None) -> It
         if warn is not None and (seq >= start or seq == 0):
             warn(f"{message} (seq {seq}); its command type is shown as ?")
 
-    events = SeqCursor(folder / EVENTS_FILE, fail)
-    commands = SeqCursor(folder / COMMANDS_FILE, note)
+    events = SeqCursor(folder / EVENTS_FILE, fail, forgive_torn_tail=live)
+    commands = SeqCursor(folder / COMMANDS_FILE, note, forgive_torn_tail=live)
     skip_events = _first(folder / EVENTS_FILE) != start
     skip_commands = _first(folder / COMMANDS_FILE) != start
     for seq in range(1, start):
@@ -108,7 +141,7 @@ def _entries(folder: Path, start: int, warn: Callable[[str], None] | None) -> It
             raise IncompleteLog(
                 f"{EVENTS_FILE} byte offset {record.offset}: record of seq {seq} holds seq {outcome.seq}"
             )
-        yield Entry(seq, outcome, None if command is None else command.payload)
+        yield Entry(seq, outcome, None if command is None else command.payload, record.offset)
         seq += 1
 
 

@@ -31,12 +31,10 @@ from typing import Any, TextIO
 
 import msgspec
 
-from engine.core.evolve import apply
 from engine.core.money import ZERO
 from engine.core.state import Account, State
-from engine.core.step import record
 from events import journal as ev
-from replay.journal import command_type, read_journal
+from replay.journal import apply_checked, command_type, read_journal, record_checked
 
 __all__ = ["COLUMNS", "Row", "build_statements", "statement_rows", "write_csv", "write_json"]
 
@@ -200,10 +198,10 @@ def statement_rows(
         for index, event in enumerate(outcome.events):
             named = [a for a in dict.fromkeys(event_accounts(event)) if a in wanted]
             if not named:
-                apply(state, event)
+                apply_checked(state, event, entry)
                 continue
             before = {a: _holdings(state.accounts.get(a)) for a in named}
-            apply(state, event)
+            apply_checked(state, event, entry)
             if base is None:
                 base = dict(
                     seq=outcome.seq,
@@ -218,7 +216,7 @@ def statement_rows(
                     before[acct],
                     _holdings(state.accounts.get(acct)),
                 )
-        record(state, outcome)
+        record_checked(state, entry)
 
 
 @dataclass

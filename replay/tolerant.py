@@ -52,6 +52,8 @@ class Damage:
     resume_offset: int | None
     resume_seq: int | None
     file_size: int
+    #: The first bytes at ``offset`` (up to 4): an interrupted write leaves a record's magic, or zeros.
+    head: bytes = b""
 
     @property
     def torn_tail(self) -> bool:
@@ -65,22 +67,30 @@ class Damage:
     def describe(self) -> str:
         name = os.path.basename(self.path)
         if self.resume_offset is None:
-            return f"{name} byte offset {self.offset}: torn tail of {self.length} byte(s): {self.reason}"
+            if self.offset == 0 and not MAGIC.startswith(self.head) and self.head.strip(b"\0"):
+                return f"{name} byte offset 0: not a marginbook log: no valid record in its {self.length} byte(s)"
+            return (
+                f"{name} byte offset {self.offset}: torn tail of {self.length} byte(s): {self.reason} (an interrupted "
+                f"write leaves one: `marginbook recover {os.path.dirname(self.path) or '.'}` cuts it)"
+            )
         return (
             f"{name} byte offset {self.offset}: {self.reason}; {self.length} byte(s) unreadable up to the next "
             f"valid record (seq {self.resume_seq}) at byte offset {self.resume_offset}"
         )
 
 
-def read_log(path: str | os.PathLike[str]) -> Iterator[Record | Damage]:
+def read_log(path: str | os.PathLike[str], limit: int | None = None) -> Iterator[Record | Damage]:
     """Every valid record of the log at ``path`` in file order, and a :class:`Damage` for each
-    stretch in between that is not one. Read-only."""
+    stretch in between that is not one. Read-only. ``limit``: read only the first ``limit``
+    bytes (the file's size when a reader started, while a writer may still be appending)."""
     p = os.fspath(path)
     hs = HEADER_SIZE
     unpack = HEADER.unpack_from
     crc32 = zlib.crc32
     with open(p, "rb") as f:
         size = os.fstat(f.fileno()).st_size
+        if limit is not None:
+            size = min(size, limit)
         base = 0  # file offset of buf[0]
         buf = b""
         view = memoryview(buf)  # checksums without copying
@@ -113,7 +123,7 @@ def read_log(path: str | os.PathLike[str]) -> Iterator[Record | Damage]:
                 bad = f"truncated header ({avail} of {hs} bytes)"
             if bad is None:  # need more bytes
                 f.seek(base + len(buf))
-                data = f.read(max(_CHUNK, need))
+                data = f.read(max(0, min(max(_CHUNK, need), size - base - len(buf))))
                 if not data:  # the file shrank under us: what is left is a torn tail
                     size = base + len(buf)
                     continue
@@ -124,11 +134,12 @@ def read_log(path: str | os.PathLike[str]) -> Iterator[Record | Damage]:
                 i = 0
                 continue
             at = base + i
+            head = bytes(buf[i : i + len(MAGIC)])
             found = find_next_valid(f, at + 1, size)
             if found is None:
-                yield Damage(p, at, bad, None, None, size)
+                yield Damage(p, at, bad, None, None, size, head)
                 return
-            yield Damage(p, at, bad, found[0], found[1], size)
+            yield Damage(p, at, bad, found[0], found[1], size, head)
             f.seek(found[0])
             view.release()
             base, buf, i = found[0], b"", 0
@@ -150,14 +161,28 @@ class SeqCursor:
     record for it. Each physical anomaly met on the way is passed once to
     ``problem(seq, where, message)``: a damaged stretch (at the first seq it hides), a sequence
     gap, a record out of order or repeated. ``where`` names the file and byte offset.
+
+    ``limit``: bytes of the file to read (see :func:`read_log`). ``forgive_torn_tail``: a torn
+    tail is not a problem but the record a live writer is still writing; it is kept in
+    ``forgiven`` instead.
     """
 
-    def __init__(self, path: str | os.PathLike[str], problem: Callable[[int, str, str], None]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        problem: Callable[[int, str, str], None],
+        limit: int | None = None,
+        forgive_torn_tail: bool = False,
+    ) -> None:
         self.path = os.fspath(path)
         self.name = os.path.basename(self.path)
-        self._items: Iterator[Record | Damage] = read_log(self.path) if os.path.exists(self.path) else iter(())
+        exists = os.path.exists(self.path)
+        self._items: Iterator[Record | Damage] = read_log(self.path, limit) if exists else iter(())
+        self._forgive = forgive_torn_tail
+        self.forgiven: list[Damage] = []
         self._done = False
         self._held: Record | None = None
+        self._last_seen = 0
         self._pending: list[Damage] = []
         self._problem = problem
         #: Why the held record's predecessors are missing (set once the anomaly is reported).
@@ -168,10 +193,14 @@ class SeqCursor:
     def _pull(self) -> Record | None:
         for item in self._items:
             if isinstance(item, Damage):
+                if item.torn_tail and self._forgive:
+                    self.forgiven.append(item)
+                    continue
                 self._pending.append(item)
                 self.damage.append(item)
                 continue
             self.records += 1
+            self._last_seen = max(self._last_seen, item.seq)
             return item
         self._done = True
         return None
@@ -227,7 +256,7 @@ class SeqCursor:
             record = self._held if self._held is not None else self._pull()
             self._held = None
             if record is None:
-                self._report_damage(0)
+                self._report_damage(self._last_seen + 1)
                 return
             self._report_damage(record.seq)
             yield record

@@ -7,6 +7,10 @@ directory is checked too: restoring it must give the digest the replay had at it
 number. The final state digest (SHA-256 of the deterministic state encoding) is reported, so two
 parties can compare a whole history by one line.
 
+``replay`` is the audit (:func:`replay.directory.audit_dir`) with a shorter report: the two
+read the directory the same way and judge every kind of damage alike (``docs/audit.md`` has the
+table), so ``marginbook replay`` and ``marginbook audit`` agree on every directory.
+
 ``full_sweep=True`` (``marginbook replay --full-sweep``) replays with the slow reference engine
 (``Engine(full_sweep=True)``, ``engine.core.sweep``): every exposed account is evaluated after
 every command, no risk watch or cached evaluation is used. A log that replays identically both
@@ -16,29 +20,13 @@ ways shows that the incremental engine's shortcuts changed no event of it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.core import snapshot
-from engine.core.step import Engine
-from engine.io.embedded import COMMANDS_FILE, EVENTS_FILE, rules_version_of, snapshot_paths
-from events.codec import decode_command_json, encode_outcome_json
-from replay.tolerant import Damage, read_log
-
-
-class LogDamaged(ValueError):
-    """A record of the log is damaged (``marginbook audit`` pinpoints every such problem)."""
-
-
-def _records(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
-    """``(seq, payload)`` from ``start`` on, read without ever modifying the file (a damaged
-    or torn record raises :class:`LogDamaged`; a torn tail is *not* cut)."""
-    for item in read_log(path):
-        if isinstance(item, Damage):
-            raise LogDamaged(item.describe())
-        if item.seq >= start:
-            yield item.seq, item.payload
+from engine.io.logdir import read_meta
+from replay.audit import AuditReport
+from replay.directory import audit_dir
 
 
 @dataclass(frozen=True)
@@ -60,10 +48,12 @@ class ReplayReport:
     snapshots_checked: list[tuple[int, bool]] = field(default_factory=list)
     #: Engine rules version recorded in the log directory (``None``: not recorded).
     rules_version: int | None = None
+    #: The full audit the replay is (problems, notes, integrity errors).
+    audit: AuditReport = field(default_factory=lambda: AuditReport(source=""))
 
     @property
     def ok(self) -> bool:
-        return self.mismatch is None and self.missing_outcomes == 0 and all(ok for _, ok in self.snapshots_checked)
+        return self.audit.ok
 
 
 def replay_dir(
@@ -75,34 +65,17 @@ def replay_dir(
     """Replay ``directory`` (see module doc). ``from_snapshot``: start from the snapshot taken
     at that sequence number instead of from the empty state; ``full_sweep``: with the
     full-sweep reference engine."""
-    folder = Path(directory)
-    snapshots = dict(snapshot_paths(folder))
-    report = ReplayReport()
-    if from_snapshot is not None:
-        if from_snapshot not in snapshots:
-            raise FileNotFoundError(f"no snapshot at seq {from_snapshot} in {folder / 'snapshots'}")
-        engine = Engine(snapshot.restore(snapshots[from_snapshot].read_bytes()), full_sweep=full_sweep)
-    else:
-        engine = Engine(full_sweep=full_sweep)
-    report.start_seq = engine.state.last_seq + 1
-    recorded = _records(folder / EVENTS_FILE, report.start_seq)
-    for seq, payload in _records(folder / COMMANDS_FILE, report.start_seq):
-        outcome = engine.step(decode_command_json(payload))
-        actual = encode_outcome_json(outcome)
-        expected = next(recorded, None)
-        report.commands += 1
-        if expected is None:
-            report.missing_outcomes += 1
-        elif expected[1] == actual:
-            report.matched += 1
-        elif report.mismatch is None:
-            report.mismatch = Mismatch(seq, payload, expected[1], actual)
-        snap = snapshots.get(seq)
-        if snap is not None and seq != from_snapshot:
-            restored = snapshot.digest(snapshot.restore(snap.read_bytes()))
-            report.snapshots_checked.append((seq, restored == snapshot.digest(engine.state)))
-        if progress is not None:
-            progress(seq)
-    report.digest = snapshot.digest(engine.state)
-    report.rules_version = rules_version_of(folder)
-    return report
+    audit = audit_dir(Path(directory), from_snapshot, progress=progress, full_sweep=full_sweep)
+    d = audit.first_divergence
+    meta = read_meta(directory)
+    return ReplayReport(
+        commands=audit.commands,
+        matched=audit.matched,
+        start_seq=audit.start_seq,
+        digest=audit.digest,
+        mismatch=None if d is None else Mismatch(d.seq, d.command, d.expected, d.actual),
+        missing_outcomes=sum(1 for p in audit.problems if p.kind == "missing_outcome"),
+        snapshots_checked=audit.snapshots_checked,
+        rules_version=None if meta is None else meta.rules_version,
+        audit=audit,
+    )

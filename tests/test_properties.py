@@ -611,7 +611,10 @@ def test_embedded_log_recovers_any_crash_point(scenario: Scenario, data: st.Data
 
     # The crash: commands.log keeps a prefix, events.log another (either may be ahead: the two
     # files are buffered separately), each possibly with a torn record after it. A snapshot is
-    # written after both logs are flushed through its seq, so only those up to both prefixes exist.
+    # written after both logs are flushed through its seq; one after the events prefix means
+    # outcomes were lost behind it (damage, not a crash): commands are the truth, recovery
+    # re-derives them from an earlier snapshot or the start. One after the commands prefix is
+    # removed; a torn one is skipped.
     kept_commands = data.draw(st.integers(0, n), label="commands kept")
     kept_events = data.draw(st.integers(0, n), label="events kept")
     torn_commands = data.draw(st.sampled_from([0, 0, 1, 19, 20, 21, 10_000]), label="torn command bytes")
@@ -623,9 +626,13 @@ def test_embedded_log_recovers_any_crash_point(scenario: Scenario, data: st.Data
                 assert encode_outcome_json(embedded.submit(command, raw)) == outcome
         crash_cut(folder / COMMANDS_FILE, kept_commands, torn_commands)
         crash_cut(folder / EVENTS_FILE, kept_events, torn_events)
+        behind = data.draw(st.booleans(), label="snapshots behind the lost outcomes kept")
         for seq, path in snapshot_paths(folder):
-            if seq > min(kept_commands, kept_events):
+            if seq > (max if behind else min)(kept_commands, kept_events):
                 path.unlink()
+        if snapshot_paths(folder) and data.draw(st.booleans(), label="newest snapshot torn"):
+            newest = snapshot_paths(folder)[-1][1]
+            newest.write_bytes(newest.read_bytes()[: data.draw(st.integers(0, 60), label="snapshot bytes kept")])
         if data.draw(st.booleans(), label="torn snapshot file"):
             (folder / SNAPSHOT_DIR).mkdir(exist_ok=True)
             (folder / SNAPSHOT_DIR / f".{n:012d}.tmp").write_bytes(b"\x00half a snapshot")

@@ -88,11 +88,12 @@ def test_a_torn_last_outcome_is_recovered_on_reopen(logged: Path, tmp_path: Path
 
 
 def test_replay_never_modifies_the_log_it_checks(logged: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A verifier is read-only: a torn tail is reported, not cut (the writer's recovery cuts it)."""
+    """A verifier is read-only: a torn tail is reported, not cut (the writer's recovery cuts it).
+    Like ``audit``, it is a problem found (exit 1), no longer a refusal (exit 2)."""
     path = logged / EVENTS_FILE
     os.truncate(path, path.stat().st_size - 3)
     size = path.stat().st_size
-    assert main(["replay", str(logged)]) == 2
+    assert main(["replay", str(logged)]) == 1
     assert "torn tail" in capsys.readouterr().err
     assert path.stat().st_size == size
 

@@ -65,8 +65,13 @@ Reads (:meth:`FileLog.read`) re-verify checksums and sequence numbers and raise
 (byte offset of every ``INDEX_STRIDE``-th record), so ``read(from_seq)`` starts at most
 ``INDEX_STRIDE - 1`` records before ``from_seq``.
 
-A ``FileLog`` is not thread-safe and assumes a single writer per file (nothing locks the
-file; two writers on one file will corrupt it).
+A ``FileLog`` is not thread-safe and assumes a single writer per file; it does not lock the
+file itself (two writers on one file would corrupt it): a log directory's writer holds the
+directory's lock (``engine/io/lock.py``).
+
+A write that fails because the disk is full raises ``engine.io.atomic.DiskFull`` naming the
+file; like any failed write it leaves the log unusable until reopened, and reopening cuts the
+torn tail the failure may have left.
 """
 
 from __future__ import annotations
@@ -81,7 +86,9 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import BinaryIO, Final, Self
+from typing import BinaryIO, Final, NoReturn, Self
+
+from engine.io.atomic import disk_full
 
 __all__ = [
     "HEADER",
@@ -97,6 +104,7 @@ __all__ = [
     "find_next_valid",
     "scan",
     "truncate_after",
+    "valid_prefix",
     "valid_record_at",
 ]
 
@@ -123,6 +131,11 @@ _fdatasync: Final[Callable[[int], None]] = getattr(os, "fdatasync", os.fsync)
 def _sync_fd(fd: int) -> None:
     """Make written data durable (fdatasync where available). Tests patch this."""
     _fdatasync(fd)
+
+
+def _open_append(path: str) -> io.RawIOBase:
+    """The raw file appends go to (a seam: fault tests return one that fills up)."""
+    return io.FileIO(path, "ab")
 
 
 class FsyncPolicy(enum.Enum):
@@ -282,7 +295,7 @@ def find_next_valid(f: BinaryIO, start: int, end: int) -> tuple[int, int] | None
 
 def _read_records(
     path: str, start: int, end: int, first_seq: int, from_seq: int, last_seq: int
-) -> Iterator[tuple[int, bytes]]:
+) -> Iterator[tuple[int, int, bytes]]:
     expected = first_seq
     bad: list[_Bad] = []
     with open(path, "rb") as f:
@@ -291,7 +304,7 @@ def _read_records(
                 raise LogCorruptError(path, offset, expected, f"sequence gap: expected {expected}, found {seq}", seq)
             expected += 1
             if seq >= from_seq:
-                yield seq, payload
+                yield seq, offset, payload
     if bad:
         raise LogCorruptError(path, bad[0].offset, expected, bad[0].reason)
     if expected - 1 != last_seq:
@@ -381,7 +394,13 @@ class FileLog:
         """
         p = os.fspath(path)
         created = not os.path.exists(p)
-        f = io.BufferedWriter(io.FileIO(p, "ab"), _WRITE_BUFFER)
+        try:
+            f = io.BufferedWriter(_open_append(p), _WRITE_BUFFER)
+        except OSError as exc:
+            full = disk_full(exc, p)
+            if full is exc:
+                raise
+            raise full from exc
         try:
             if created and fsync is not FsyncPolicy.NEVER:
                 _fsync_dir(p)
@@ -415,18 +434,30 @@ class FileLog:
 
     def _unusable(self) -> LogError | ValueError:
         if self._failed is not None:
-            err = LogError(f"{self._path}: log unusable after an I/O error; reopen it to recover")
+            err = LogError(
+                f"{self._path}: log unusable after an earlier I/O error ({self._failed}); reopen it to recover"
+            )
             err.__cause__ = self._failed
             return err
         return ValueError(f"{self._path}: I/O operation on a closed log")
 
-    def _fail(self, exc: BaseException) -> None:
-        """After a failed write/flush/fsync the on-disk state is unknown: refuse further use."""
-        self._failed = exc
+    @property
+    def failed(self) -> BaseException | None:
+        """The I/O error that made the log unusable, if any."""
+        return self._failed
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        """After a failed write/flush/fsync the on-disk state is unknown: refuse further use,
+        and raise the error (a full disk as ``DiskFull`` naming the file)."""
+        full = disk_full(exc, self._path)
+        self._failed = full
         f, self._file = self._file, None
         if f is not None:
             with contextlib.suppress(Exception):  # already failing; the first error matters
                 f.close()
+        if full is exc:
+            raise exc
+        raise full from exc
 
     def append(self, payload: bytes) -> int:
         """Append one record; return its seq."""
@@ -448,7 +479,6 @@ class FileLog:
                 self._synced = size
         except BaseException as exc:
             self._fail(exc)
-            raise
         if not (seq - 1) % INDEX_STRIDE:
             self._index.append(self._size)
         self._size = size
@@ -487,7 +517,6 @@ class FileLog:
                 self._synced = size
         except BaseException as exc:
             self._fail(exc)
-            raise
         self._index += new_index
         self._size = size
         self._last_seq = seq
@@ -505,7 +534,6 @@ class FileLog:
                 self._synced = self._size
         except BaseException as exc:
             self._fail(exc)
-            raise
 
     def close(self) -> None:
         """Flush (and fsync per policy) and close. Idempotent."""
@@ -536,6 +564,10 @@ class FileLog:
         before this call is included; records appended later are not. Checksums and seqs are
         verified; damage raises :class:`LogCorruptError` when the iterator reaches it.
         """
+        return ((seq, payload) for seq, _, payload in self.records(from_seq))
+
+    def records(self, from_seq: int = 1) -> Iterator[tuple[int, int, bytes]]:
+        """Like :meth:`read`, with each record's byte offset: ``(seq, offset, payload)``."""
         f = self._file
         if f is None:
             raise self._unusable()
@@ -545,7 +577,6 @@ class FileLog:
             f.flush()
         except BaseException as exc:
             self._fail(exc)
-            raise
         last = self._last_seq
         if from_seq > last:
             return iter(())
@@ -608,14 +639,14 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
     return report
 
 
-def truncate_after(path: str | os.PathLike[str], last_seq: int) -> int:
+def truncate_after(path: str | os.PathLike[str], last_seq: int, warn: Callable[[str], None] | None = None) -> int:
     """Cut every record after ``last_seq`` from a log that is not open; return bytes cut.
 
     Used by recovery when a derived log (outcomes) got ahead of the log it derives from
     (commands) in a crash: the orphan records describe commands that were never accepted.
     """
     end = 0
-    with FileLog.open(path, fsync=FsyncPolicy.NEVER) as log:
+    with FileLog.open(path, fsync=FsyncPolicy.NEVER, warn=warn) as log:
         if log.last_seq <= last_seq:
             return 0
         for seq, payload in log.read():
@@ -625,3 +656,17 @@ def truncate_after(path: str | os.PathLike[str], last_seq: int) -> int:
         total = log.size
     os.truncate(path, end)
     return total - end
+
+
+def valid_prefix(path: str | os.PathLike[str], up_to_seq: int) -> tuple[int, int]:
+    """``(end offset, last seq)`` of the records ``1, 2, …`` (at most ``up_to_seq``) that are
+    valid and in order from the start of the file; read-only."""
+    end = last = 0
+    bad: list[_Bad] = []
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        for _, seq, rec_end, _ in _records(f, 0, size, False, bad):
+            if seq != last + 1 or seq > up_to_seq:
+                break
+            end, last = rec_end, seq
+    return end, last
