@@ -29,7 +29,7 @@ flows before it are unknown: the identity's two sides are taken as equal there (
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 
@@ -41,7 +41,7 @@ from engine.core.step import record
 from events import journal as ev
 from replay.journal import read_journal
 
-__all__ = ["ConservationReport", "CurrencyLine", "conservation"]
+__all__ = ["ConservationReport", "CurrencyLine", "check_outcomes", "conservation"]
 
 #: Sums of many amounts: exact (an inexact result raises).
 _SUM = Context(prec=200, traps=[Inexact, InvalidOperation, Overflow])
@@ -177,7 +177,23 @@ def conservation(
 ) -> ConservationReport:
     """Fold the journal of ``directory`` and check the identity after every seq (module doc)."""
     state, start, entries = read_journal(directory, from_snapshot, warn)
-    report = ConservationReport(source=os.fspath(directory), start_seq=start, last_seq=state.last_seq)
+    outcomes = (entry.outcome for entry in entries)
+    return check_outcomes(state, outcomes, os.fspath(directory), start, full_every, progress)
+
+
+def check_outcomes(
+    state: State,
+    outcomes: Iterable[ev.Outcome],
+    source: str = "",
+    start: int = 1,
+    full_every: int = 100_000,
+    progress: Callable[[int], None] | None = None,
+) -> ConservationReport:
+    """Fold ``outcomes`` (consecutive, from seq ``start``) into ``state`` — which is left holding
+    the fold's result — and check the identity after every seq (module doc). The journal's
+    reader in memory: :func:`conservation` calls it on a log directory, the fuzz program
+    (``tests/fuzz``) on the outcomes it just stepped."""
+    report = ConservationReport(source=source, start_seq=start, last_seq=state.last_seq)
     for ccy, (cash, liab, interest) in _recount(state).items():
         line = report.line(ccy)
         line.cash, line.liab, line.interest = cash, liab, interest
@@ -192,9 +208,9 @@ def conservation(
     )
     for line in report.lines.values():
         line.opening = line.held  # flows before a snapshot are unknown: both sides equal there
-    for entry in entries:
+    for outcome in outcomes:
         touched: set[str] = set()
-        for event in entry.outcome.events:
+        for event in outcome.events:
             named = _named(state, event)
             if not named:
                 apply(state, event)
@@ -221,8 +237,8 @@ def conservation(
             elif isinstance(event, ev.Withdrawn):
                 line = report.line(event.ccy)
                 line.withdrawals = _SUM.add(line.withdrawals, event.amt)
-        record(state, entry.outcome)
-        seq = entry.seq
+        record(state, outcome)
+        seq = outcome.seq
         report.last_seq = seq
         if full_every and seq % full_every == 0:
             _check_recount(report, state, seq)
