@@ -737,3 +737,29 @@ def test_adjust_margin_on_isolated_perp_e20() -> None:
     assert dec(h.position("alice", SWAP).margin) == D(6000)
     # A cross position has no isolated margin to adjust.
     assert rejection(_adjust(h, "mm", "add", "1")).reason == "no_position"
+
+
+def test_regression_swap_settled_outside_the_valuation_currency_is_refused() -> None:
+    """Fuzz finding: a cross SWAP settled in USDC next to BTC-USDT (valuation USDT) traded, its
+    taker fee became a USDC debt without a price, and the risk evaluation raised a bare
+    ``AssertionError`` out of ``Engine.step``. A SWAP must settle in the valuation currency."""
+    h = _listed()
+    h.list_asset("USDC", 6)
+    out = h.send(
+        "list_instrument",
+        instId="BTC-USDC-SWAP",
+        instType="SWAP",
+        settleCcy="USDC",
+        ctVal="0.01",
+        tickSz="0.1",
+        lotSz="1",
+        minSz="1",
+        makerFee="0",
+        takerFee="0.0005",
+        maxLever="75",
+        tiers=SWAP_TIERS,
+    )
+    refusal = rejection(out)
+    assert refusal.reason == "invalid_settleCcy"
+    assert "USDC" in refusal.message and "USDT" in refusal.message
+    assert "BTC-USDC-SWAP" not in h.state.instruments

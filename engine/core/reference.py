@@ -3,6 +3,8 @@
 Listing rules checked here (a refusal names the field):
 
 * assets and instruments are listed once; an instrument's currencies must be listed assets;
+* a SWAP settles in the valuation currency (cross perpetual P&L and margin count in it 1:1;
+  docs/decisions.md 21a);
 * ``tickSz``, ``lotSz`` > 0, ``minSz`` a positive multiple of ``lotSz``;
 * exactness: a lot must be representable at the base asset's precision and a tick × lot
   notional at the quote asset's precision, so that every fill's amounts are exact;
@@ -78,6 +80,11 @@ def list_instrument(ctx: Ctx, cmd: ListInstrument) -> None:
             raise Rejected("missing_field", "SWAP instruments need settleCcy and ctVal")
         _positive(cmd.ctVal, "ctVal")
         base, quote = cmd.settleCcy, cmd.settleCcy
+        valuation = state.valuation_ccy
+        if valuation is not None and quote != valuation:
+            raise Rejected(
+                "invalid_settleCcy", f"settleCcy {quote} must be the valuation currency {valuation} (decision 21a)"
+            )
     for field, ccy in (("baseCcy", base), ("quoteCcy", quote)):
         if ccy not in state.assets:
             raise Rejected("unknown_asset", f"{field} {ccy} is not a listed asset")
