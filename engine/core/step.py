@@ -12,8 +12,9 @@ command whose numbers are too large for exact arithmetic, if nothing was decided
 (``out_of_range``); then every
 account the command touched is evaluated for margin calls and liquidation, in order of touch —
 an evaluation that changes other accounts (a liquidation's counterparties) queues them too, until
-no account awaits evaluation; then invariants are checked. A broken invariant raises :class:`InvariantBroken`: the
-caller must stop without committing the outcome.
+no account awaits evaluation (numbers too large for exact arithmetic there halt: the command's
+events are already applied); then invariants are checked. A broken invariant raises
+:class:`InvariantBroken`: the caller must stop without committing the outcome.
 """
 
 from __future__ import annotations
@@ -168,14 +169,27 @@ class Engine:
                     raise InvariantBroken(f"seq {seq}: inexact arithmetic after events were emitted") from err
                 too_big = Rejected("out_of_range", "amounts or prices too large for exact arithmetic")
                 ctx.emit(_refusal(command, too_big))
-            acct = ctx.next_touched()
-            while acct is not None:
-                evaluate(ctx, acct)
-                acct = ctx.next_touched()
+            _evaluate_touched(ctx)
             _check_invariants(ctx, command)
         outcome = ev.Outcome(seq=seq, ts=command.ts, id=command.id, events=ctx.events)
         record(state, outcome)
         return outcome
+
+
+def _evaluate_touched(ctx: Ctx) -> None:
+    """Evaluate every touched account (margin calls, liquidations), queue order. The command's
+    events are applied by then: numbers too large for exact arithmetic here (a 36-digit mark
+    times a balance, found by the fuzz program) halt the engine like any inexact step past the
+    first event — never a bare ``decimal`` exception, which would crash-loop a restarted shard."""
+    acct = ctx.next_touched()
+    while acct is not None:
+        try:
+            evaluate(ctx, acct)
+        except ArithmeticError as err:
+            raise InvariantBroken(
+                f"seq {ctx.seq}: inexact arithmetic evaluating {acct} after the command's events ({err!r})"
+            ) from err
+        acct = ctx.next_touched()
 
 
 def _refusal(command: cmd.Command, refusal: Rejected) -> ev.Event:
