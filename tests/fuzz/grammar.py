@@ -2,12 +2,15 @@
 
 An input is ``PREFIX \\0 GRAMMAR`` (no ``\\0``: all of it is ``GRAMMAR``):
 
-* ``PREFIX`` is JSON lines stepped as they are (the seeds put a golden scenario or a piece of
+* ``PREFIX`` is JSON lines stepped in order (the seeds put a golden scenario or a piece of
   ``bench/flow.py``'s flow there, so the grammar starts from positions near liquidation);
-* ``GRAMMAR`` is read by :class:`atheris.FuzzedDataProvider`: each draw picks the next command
-  and its fields. With no instrument known yet (an empty prefix), a listing prelude comes first
-  — assets, SPOT and SWAP instruments with tier tables, rates, marks, deposits — whose every
-  field is the realistic default when its byte is 0 and an edge value otherwise.
+  after each, the grammar may insert one drawn command — most often the same line again, so a
+  golden scenario's marks get sent twice;
+* ``GRAMMAR`` is read by :class:`atheris.FuzzedDataProvider` (integers come from the *end* of
+  the bytes): each draw picks the next command and its fields. With no instrument known yet (an
+  empty prefix), a listing prelude comes first — assets, SPOT and SWAP instruments with tier
+  tables, rates, marks, deposits, a market maker — every field at its realistic default unless
+  the listing is drawn "edgy".
 
 The grammar keeps a rough model of the market (listed assets and instruments, last marks,
 accounts, ``clOrdId`` s, position modes), learnt from the prefix and from what it wrote, only to
@@ -17,7 +20,7 @@ deposit. It never asks the engine, so the same bytes always give the same lines.
 Numbers are drawn near the boundaries the engine must get right (:meth:`Grammar.number`): exact
 multiples of the tick or lot and one step off them, one digit finer than the grid, zero, the
 smallest and the largest decimal the wire carries (18 digits each side), a few "negative" or
-malformed strings (the codec must refuse those with ``BadCommand``). Marks jump (×0.5 … ×2),
+malformed strings (the codec must refuse those with ``BadCommand``). Marks jump (×0.5 … ×10),
 step by ticks, and repeat exactly.
 """
 
@@ -41,7 +44,7 @@ T = TypeVar("T")
 _CTX = Context(prec=80)
 T0 = 1_700_000_000_000
 HOUR_MS = 3_600_000
-#: Commands the grammar writes per input at most (the prefix comes on top).
+#: Commands the grammar draws per input at most (the prefix comes on top).
 MAX_OPS = 160
 ACCOUNTS = ("alice", "bob", "carol", "dave")
 #: The account that quotes both sides (``Grammar.op_quote``), funded by the prelude.
@@ -246,14 +249,25 @@ class Grammar:
 
     # --- drawing the log ------------------------------------------------------------------
 
-    def build(self, prefix: Sequence[Json] = ()) -> list[bytes]:
-        for obj in prefix:
-            self.observe(obj)
+    def build(self, prefix: Sequence[bytes] = ()) -> list[bytes]:
+        """The prefix lines in order, each possibly followed by one drawn command — most often
+        an exact repeat of it (a mark sent twice) — then, after a listing prelude if nothing is
+        listed yet, drawn commands until the bytes run out or :data:`MAX_OPS` were drawn."""
+        drawn = 0
+        for raw in prefix:
+            self.lines.append(raw)
+            try:  # the model learns only from lines the codec accepts
+                self.observe(msgspec.to_builtins(decode_command_json(raw)))
+            except BadCommand:
+                continue
+            if self.insts and self.fdp.remaining_bytes() and self.chance(1):
+                getattr(self, "op_" + ("repeat" if self.chance(4) else self.pick(_OPS)))()
+                drawn += 1
         if not self.insts:
             self.prelude()
-        ops = _OPS
-        while self.fdp.remaining_bytes() and len(self.lines) < MAX_OPS:
-            getattr(self, "op_" + self.pick(ops))()
+        while self.fdp.remaining_bytes() and drawn < MAX_OPS:
+            getattr(self, "op_" + self.pick(_OPS))()
+            drawn += 1
         return self.lines
 
     def prelude(self) -> None:
@@ -523,6 +537,12 @@ class Grammar:
         swaps = [i for i in self.insts.values() if i.swap] or [self.inst()]
         self.emit("settle_funding", instId=self.pick(swaps).inst_id, fundingRate=self.pick(_RATES))
 
+    def op_repeat(self) -> None:
+        """Send the last line again: a mark or an accrual without id is a repeat, anything with
+        an id a duplicate."""
+        if self.lines:
+            self.lines.append(self.lines[-1])
+
     def op_duplicate(self) -> None:
         """Send an earlier line again (same id: refused as a duplicate)."""
         if self.lines:
@@ -561,6 +581,7 @@ _OPS: tuple[str, ...] = (
     "rate",
     "funding",
     "duplicate",
+    "repeat",
     "listing",
 )
 
@@ -581,10 +602,4 @@ def build_lines(data: bytes) -> tuple[list[bytes], int]:
     prefix, rest = split_input(data)
     fdp = atheris.FuzzedDataProvider(rest)
     cut = int(fdp.ConsumeIntInRange(0, 255))
-    known: list[Json] = []
-    for raw in prefix:  # the model learns only from lines the codec accepts
-        try:
-            known.append(msgspec.to_builtins(decode_command_json(raw)))
-        except BadCommand:
-            continue
-    return [*prefix, *Grammar(fdp).build(known)], cut
+    return Grammar(fdp).build(prefix), cut
