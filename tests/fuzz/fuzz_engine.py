@@ -227,12 +227,12 @@ def fuzz(args: argparse.Namespace) -> int:
             str(corpus),
             str(seeds),
         ]
-        before = {p.name for p in findings.iterdir()}
+        since = time.time()  # a finding written (or rewritten) from now on is this run's
         print(f"== fuzz {target}: {n_seeds} seeds, corpus {corpus}, {' '.join(budget)}", flush=True)
         started = time.monotonic()
         status, stats, rc = _run_libfuzzer(child, work / "libfuzzer.log", args.verbose)
         elapsed = time.monotonic() - started
-        new = sorted(p for p in findings.iterdir() if p.name not in before and p.suffix != ".txt")
+        new = sorted(p for p in findings.iterdir() if p.suffix != ".txt" and p.stat().st_mtime >= since - 1)
         execs = int(stats.get("number_of_executed_units", status.get("execs", 0)))
         print(
             f"   executions {execs} in {elapsed:.0f} s ({execs / max(elapsed, 1e-9):.0f}/s); "
