@@ -49,7 +49,8 @@ class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fields are required is checked against ``instType`` by ``engine.core.validate``.
     """
 
-    tier: Annotated[int, msgspec.Meta(ge=1)]
+    #: Bounded so that msgpack (64-bit integers) can carry every command JSON can (fuzz finding).
+    tier: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
     mmr: DecStr
     imr: DecStr
     maxLever: DecStr

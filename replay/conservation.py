@@ -29,7 +29,7 @@ flows before it are unknown: the identity's two sides are taken as equal there (
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 
@@ -37,9 +37,9 @@ from engine.core.holdings import currencies, held
 from engine.core.money import ZERO
 from engine.core.state import State
 from events import journal as ev
-from replay.journal import apply_checked, read_journal, record_checked
+from replay.journal import Entry, apply_checked, read_journal, record_checked
 
-__all__ = ["ConservationReport", "CurrencyLine", "conservation"]
+__all__ = ["ConservationReport", "CurrencyLine", "check_outcomes", "conservation"]
 
 #: Sums of many amounts: exact (an inexact result raises).
 _SUM = Context(prec=200, traps=[Inexact, InvalidOperation, Overflow])
@@ -175,7 +175,23 @@ def conservation(
 ) -> ConservationReport:
     """Fold the journal of ``directory`` and check the identity after every seq (module doc)."""
     state, start, entries = read_journal(directory, from_snapshot, warn)
-    report = ConservationReport(source=os.fspath(directory), start_seq=start, last_seq=state.last_seq)
+    return check_outcomes(state, entries, os.fspath(directory), start, full_every, progress)
+
+
+def check_outcomes(
+    state: State,
+    outcomes: Iterable[ev.Outcome | Entry],
+    source: str = "",
+    start: int = 1,
+    full_every: int = 100_000,
+    progress: Callable[[int], None] | None = None,
+) -> ConservationReport:
+    """Fold ``outcomes`` (consecutive, from seq ``start``) into ``state`` — which is left holding
+    the fold's result — and check the identity after every seq (module doc). The journal's
+    reader in memory: :func:`conservation` calls it on a log directory, the fuzz program
+    (``tests/fuzz``) on the outcomes it just stepped. Entries read from a journal carry where
+    they came from, so a record no engine could have folded is reported with its offset."""
+    report = ConservationReport(source=source, start_seq=start, last_seq=state.last_seq)
     for ccy, (cash, liab, interest) in _recount(state).items():
         line = report.line(ccy)
         line.cash, line.liab, line.interest = cash, liab, interest
@@ -190,7 +206,8 @@ def conservation(
     )
     for line in report.lines.values():
         line.opening = line.held  # flows before a snapshot are unknown: both sides equal there
-    for entry in entries:
+    for item in outcomes:
+        entry = item if isinstance(item, Entry) else Entry(item.seq, item, None)
         touched: set[str] = set()
         for event in entry.outcome.events:
             named = _named(state, event)

@@ -124,3 +124,29 @@ def test_reduce_only_orders_may_only_shrink_the_position() -> None:
     assert rejection(reduce("sell", "2")).reason == "reduce_only_exceeds_position"
     assert rejection(reduce("sell", "0.5", td_mode="cash")).reason == "invalid_reduceOnly"
     assert events_of(reduce("sell", "0.5"), ev.OrderRested)
+
+
+def test_regression_a_short_close_that_would_borrow_an_unpriced_quote_is_refused() -> None:
+    """Fuzz finding: ETH-USDT and ETH-BTC listed, no BTC price. dave (USDT only) shorts ETH on
+    ETH-BTC (cross: the ETH debt is priced by ETH-USDT); buying the 0.082 ETH back grossed up by
+    the taker fee costs a little more BTC than the sale brought, and the fill borrowed BTC, which
+    has no mark: the evaluation raised
+    ``AssertionError: debt in BTC without a mark price``. The close is refused instead
+    (``no_mark_price``, decision 6) and changes nothing."""
+    h = Harness()
+    for ccy in ("USDT", "BTC", "ETH"):
+        h.list_asset(ccy, 8)
+    h.list_spot("ETH-USDT", tick="0.01", lot="0.001", maker_fee="0.0008")
+    h.mark("3000", inst="ETH-USDT")
+    h.list_spot("ETH-BTC", tick="0.00001", lot="0.001", min_sz="0.01", maker_fee="0.0008")
+    h.ok("deposit", acct="mm", ccy="BTC", amt="200")
+    h.ok("deposit", acct="mm", ccy="ETH", amt="3000")
+    h.ok("deposit", acct="dave", ccy="USDT", amt="100000")
+    h.order("mm", "buy", "0.082", "0.125", inst="ETH-BTC", td_mode="cross")
+    sold = h.order("dave", "sell", "0.161", "0.12499", inst="ETH-BTC", td_mode="cross")
+    assert events_of(sold, ev.Traded)
+    h.order("mm", "sell", "12.931", "0.1238", inst="ETH-BTC", td_mode="cross")
+    out = h.send("close_position", acct="dave", instId="ETH-BTC", mgnMode="cross")
+    refusal = rejection(out)
+    assert refusal.reason == "no_mark_price" and "BTC" in refusal.message
+    assert not h.bal("dave", "BTC").liab

@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 import msgspec
+import pytest
 from helpers import Harness, events_of, line, rejection
 
 from engine.core import snapshot
+from engine.core.context import InvariantBroken
 from engine.core.limits import MAX_COMMAND_BYTES, MAX_TIER_ROWS
 from events import journal as ev
 from events.codec import decode_command_json, encode_command_json, encode_outcome_json
@@ -148,3 +150,64 @@ def test_every_command_the_rule_accepts_fits_the_door_limit() -> None:
         largest = max(largest, size)
         assert size < MAX_COMMAND_BYTES, (kind, size)
     assert largest > 30_000  # the worst listing: the bound is tight, the generator not vacuous
+
+
+def test_regression_a_price_beyond_64_bit_ticks_snapshots_and_restores() -> None:
+    """Fuzz finding: a resting sell at 999,999,999,999,999,999 on a tick of 0.00001 is 10²³
+    ticks; the snapshot stored that book key as a msgpack integer and ``snapshot.encode``
+    raised ``OverflowError`` (no snapshot, no restart). Keys are recomputed on restore now."""
+    h = Harness()
+    h.list_asset("BTC", 8)
+    h.list_asset("ETH", 8)
+    h.list_spot("ETH-BTC", tick="0.00001", lot="0.001", min_sz="0.01")
+    h.ok("deposit", acct="alice", ccy="ETH", amt="9")
+    h.ok(
+        "place_order",
+        acct="alice",
+        instId="ETH-BTC",
+        clOrdId="far",
+        side="sell",
+        ordType="post_only",
+        sz="5.013",
+        px="999999999999999999",
+        tdMode="cash",
+    )
+    blob = snapshot.encode(h.state)
+    restored = snapshot.restore(blob)
+    assert snapshot.encode(restored) == blob
+    (order,) = restored.orders.values()
+    assert order.px_key == 99_999_999_999_999_999_900_000
+    assert restored.instruments["ETH-BTC"].book.best_ask_ticks() == order.px_key
+
+
+def test_regression_a_tier_number_msgpack_cannot_carry_is_a_bad_command() -> None:
+    """Fuzz finding: a JSON ``tier`` of 10²³ decoded, but the command could not be encoded as
+    msgpack (``OverflowError``): the codec accepted on one wire what the other cannot carry."""
+    from events.codec import BadCommand, decode_command_json
+
+    row = '{"tier":100000000000000000000000,"maxSz":"1","mmr":"0.01","imr":"0.02","maxLever":"5"}'
+    line = (
+        '{"type":"list_instrument","ts":1,"id":"l","instId":"X-SWAP","instType":"SWAP","settleCcy":"USDT",'
+        '"ctVal":"1","tickSz":"1","lotSz":"1","minSz":"1","makerFee":"0","takerFee":"0","maxLever":"5",'
+        f'"tiers":[{row}]}}'
+    )
+    try:
+        decode_command_json(line)
+    except BadCommand as bad:
+        assert bad.field == "$.tiers[0].tier"
+    else:
+        raise AssertionError("a tier number beyond 64 bits was accepted")
+
+
+def test_regression_inexact_risk_evaluation_halts_instead_of_a_bare_decimal_error() -> None:
+    """Fuzz finding: a 36-digit mark, then a borrow whose handler passes; the risk evaluation
+    after its events (the watch band's 3 × requirement) needs more than 50 digits and raised a
+    bare ``decimal.Inexact`` out of ``Engine.step`` — a traceback for ``marginbook run``, a
+    restart loop for the Kafka engine. It halts as documented now (``InvariantBroken``, exit 3,
+    nothing committed). Refusing such numbers at the door instead is an open decision."""
+    h = Harness()
+    h.standard_listing()
+    h.mark("999999999999999999.899999999999999999")
+    h.ok("deposit", acct="mm", ccy="BTC", amt="200")
+    with pytest.raises(InvariantBroken, match="inexact arithmetic evaluating mm"):
+        h.send("borrow", acct="mm", ccy="BTC", amt="0.19799999")

@@ -737,3 +737,69 @@ def test_adjust_margin_on_isolated_perp_e20() -> None:
     assert dec(h.position("alice", SWAP).margin) == D(6000)
     # A cross position has no isolated margin to adjust.
     assert rejection(_adjust(h, "mm", "add", "1")).reason == "no_position"
+
+
+def test_regression_swap_settled_outside_the_valuation_currency_is_refused() -> None:
+    """Fuzz finding: a cross SWAP settled in USDC next to BTC-USDT (valuation USDT) traded, its
+    taker fee became a USDC debt without a price, and the risk evaluation raised a bare
+    ``AssertionError`` out of ``Engine.step``. A SWAP must settle in the valuation currency."""
+    h = _listed()
+    h.list_asset("USDC", 6)
+    out = h.send(
+        "list_instrument",
+        instId="BTC-USDC-SWAP",
+        instType="SWAP",
+        settleCcy="USDC",
+        ctVal="0.01",
+        tickSz="0.1",
+        lotSz="1",
+        minSz="1",
+        makerFee="0",
+        takerFee="0.0005",
+        maxLever="75",
+        tiers=SWAP_TIERS,
+    )
+    refusal = rejection(out)
+    assert refusal.reason == "invalid_settleCcy"
+    assert "USDC" in refusal.message and "USDT" in refusal.message
+    assert "BTC-USDC-SWAP" not in h.state.instruments
+
+
+def test_regression_cross_debt_on_a_perpetual_only_listing() -> None:
+    """Fuzz finding: with only SWAPs listed, closing a cross short whose loss (1,200) exceeds the
+    cash (1,000) while a long is in profit leaves a USDT debt that no SPOT tier table covers;
+    the evaluation raised ``KeyError: 'USDT'`` out of ``Engine.step``. Such a debt counts in
+    equity only (decision 21a): the account stays healthy on its long's profit."""
+    tiers = [{"tier": 1, "maxSz": "100000", "mmr": "0.01", "imr": "0.05", "maxLever": "20"}]
+    h = Harness()
+    for ccy in ("USDT", "BTC", "ETH"):
+        h.list_asset(ccy, 8)
+    for inst in ("BTC-USDT-SWAP", "ETH-USDT-SWAP"):
+        h.ok(
+            "list_instrument",
+            instId=inst,
+            instType="SWAP",
+            settleCcy="USDT",
+            ctVal="0.01",
+            tickSz="0.1",
+            lotSz="1",
+            minSz="1",
+            makerFee="0",
+            takerFee="0",
+            maxLever="20",
+            tiers=tiers,
+        )
+    h.mark("60000", inst="BTC-USDT-SWAP")
+    h.mark("3000", inst="ETH-USDT-SWAP")
+    _fund(h, "alice", amt="1000")
+    _fund(h, "mm", amt="10000000")
+    for side, sz, px, inst in (("buy", "2", "60000", "BTC-USDT-SWAP"), ("sell", "20", "3000", "ETH-USDT-SWAP")):
+        h.order("mm", "sell" if side == "buy" else "buy", sz, px, inst=inst, td_mode="cross")
+        assert events_of(h.order("alice", side, sz, px, inst=inst, td_mode="cross"), ev.Traded)
+    h.mark("150000", inst="BTC-USDT-SWAP")
+    h.mark("9000", inst="ETH-USDT-SWAP")
+    h.order("mm", "sell", "20", "9000", inst="ETH-USDT-SWAP", td_mode="cross")
+    out = h.ok("close_position", acct="alice", instId="ETH-USDT-SWAP", mgnMode="cross")
+    assert events_of(out, ev.Traded)
+    assert (h.bal("alice", "USDT").cash, h.bal("alice", "USDT").liab) == (D(0), D(200))
+    assert h.account("alice").mgnRatio.startswith("53.33")  # (1,800 profit − 200 debt) / the long's MM 30

@@ -574,3 +574,22 @@ def test_partial_liquidation_cancels_only_risk_increasing_orders() -> None:
     assert [(c.clOrdId, c.reason) for c in events_of(out, ev.OrderCanceled)] == [("cross-bid", "liquidation")]
     assert ("BTC-USDT", "cash-ask") in h.state.accounts["alice"].orders
     assert h.bal("alice", "USDT").liab + h.bal("alice", "USDT").interest == D(1_000_000)
+
+
+def test_regression_a_listing_that_changes_a_debt_tier_table_restales_its_band() -> None:
+    """Fuzz finding: carol owes 3,333.33 USDT under BTC-USDT's quote tiers (MR ≈ 7.5); listing
+    USDT-BTC makes it USDT's margin instrument (base rows: 3,333 USDT is beyond every cap, mmr
+    0.15, MR ≈ 1.98). The uninterrupted run kept the old band and raised no margin call at the
+    next BTC mark; a run restored from a snapshot (every debtor dirty) raised it. The listing
+    marks carol dirty now: the next mark she is exposed to evaluates her, in both runs."""
+    h = Harness()
+    h.list_asset("USDT", 8)
+    h.list_asset("BTC", 8)
+    h.list_spot("BTC-USDT", tick="0.1", lot="0.000001", min_sz="0.00001", maker_fee="0.0008")
+    h.mark("65000")
+    h.ok("deposit", acct="carol", ccy="USDT", amt="1000")
+    h.ok("borrow", acct="carol", ccy="USDT", amt="3333.33333333")
+    h.ok("deposit", acct="carol", ccy="BTC", amt="0.00000003")
+    h.list_spot("USDT-BTC", tick="0.5", lot="1", maker_fee="0.0008", tiers=BTC_USDT_TIERS)
+    call = only(events_of(h.mark("110000.7"), ev.MarginCallRaised))
+    assert call.acct == "carol" and call.mgnRatio < 3

@@ -11,12 +11,23 @@ best bid < best ask — and no level is empty.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedDict
 
 if TYPE_CHECKING:
     from engine.core.state import Order
+
+
+def price_key(px: Decimal | None, tick: Decimal, is_buy: bool) -> int:
+    """The book key of an order at ``px`` on a grid of ``tick``: ``px // tick`` ticks, negated
+    for bids (0 for an order without a price, which never rests). Unbounded: a price of 10¹⁸
+    at a tick of 10⁻¹⁸ is 10³⁶ ticks (snapshots therefore store the price, not the key)."""
+    if px is None:
+        return 0
+    ticks = int(px // tick)
+    return -ticks if is_buy else ticks
 
 
 class BookInvariantError(RuntimeError):

@@ -107,8 +107,12 @@ def _close_short(ctx: Ctx, account: Account, inst: Instrument) -> None:
     debt = _owed(account, inst.base)
     need = debt - account.free(inst.base)
     if need > 0:
-        gross = div_up(need, ONE - inst.taker_fee, state.assets[inst.base].decimals)
-        submit_market_order(ctx, account, inst, True, lot_ceil(inst, gross), "close")
+        size = lot_ceil(inst, div_up(need, ONE - inst.taker_fee, state.assets[inst.base].decimals))
+        if price_of(state, inst.quote) is None:  # the fill could borrow the quote: it needs a mark
+            _, cost = margin.book_walk(walk_book(inst, True, account.acct, None), size)
+            if cost > account.free(inst.quote):
+                raise Rejected("no_mark_price", f"closing needs to borrow {inst.quote}, which has no mark price")
+        submit_market_order(ctx, account, inst, True, size, "close")
     elif not debt:
         raise Rejected("nothing_to_close", f"no {inst.base} debt to close")
     _repay(ctx, account, inst.base)

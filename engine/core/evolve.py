@@ -12,6 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
 
+from engine.core.book import price_key
 from engine.core.margin import average_entry, opening_value, perp_order_im
 from engine.core.money import DOWN, NEAR, ZERO, round_down, round_up
 from engine.core.state import (
@@ -286,10 +287,7 @@ def _track_cross(account: Account, order: Order, inst: Instrument, sz: Decimal, 
 def _order_accepted(state: State, e: ev.OrderAccepted) -> None:
     inst = state.instruments[e.instId]
     is_buy = e.side == "buy"
-    px_key = 0
-    if e.px is not None:
-        ticks = int(e.px // inst.tick)
-        px_key = -ticks if is_buy else ticks
+    px_key = price_key(e.px, inst.tick, is_buy)
     order = Order(e.orderId, e.acct, e.instId, e.clOrdId, is_buy, e.ordType, e.tdMode, e.px, px_key, e.sz, e.frozen)
     order.pos_side = e.posSide
     order.mgn_ccy = e.mgnCcy

@@ -124,7 +124,7 @@ def _tiered_debt(ctx: Ctx, account: Account) -> tuple[str, Decimal] | None:
     for ccy, bal in account.balances.items():
         debt = bal.liab + bal.interest
         price = price_of(state, ccy)
-        if not debt or price is None:
+        if not debt or price is None or ccy not in state.margin_inst:  # untiered: full liquidation pays it
             continue
         inst, row, _ = debt_terms(state, account, ccy, debt)
         if row.tier < 2:

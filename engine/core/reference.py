@@ -3,6 +3,8 @@
 Listing rules checked here (a refusal names the field):
 
 * assets and instruments are listed once; an instrument's currencies must be listed assets;
+* a SWAP settles in the valuation currency (cross perpetual P&L and margin count in it 1:1;
+  docs/decisions.md 21a);
 * ``tickSz``, ``lotSz`` > 0, ``minSz`` a positive multiple of ``lotSz``;
 * exactness: a lot must be representable at the base asset's precision and a tick × lot
   notional at the quote asset's precision, so that every fill's amounts are exact;
@@ -78,6 +80,11 @@ def list_instrument(ctx: Ctx, cmd: ListInstrument) -> None:
             raise Rejected("missing_field", "SWAP instruments need settleCcy and ctVal")
         _positive(cmd.ctVal, "ctVal")
         base, quote = cmd.settleCcy, cmd.settleCcy
+        valuation = state.valuation_ccy
+        if valuation is not None and quote != valuation:
+            raise Rejected(
+                "invalid_settleCcy", f"settleCcy {quote} must be the valuation currency {valuation} (decision 21a)"
+            )
     for field, ccy in (("baseCcy", base), ("quoteCcy", quote)):
         if ccy not in state.assets:
             raise Rejected("unknown_asset", f"{field} {ccy} is not a listed asset")
@@ -97,7 +104,25 @@ def list_instrument(ctx: Ctx, cmd: ListInstrument) -> None:
     if max_lever < 1:
         raise Rejected("invalid_maxLever", f"maxLever must be at least 1, got {cmd.maxLever}")
     _check_tiers(cmd, max_lever)
+    before = dict(state.margin_inst)
     ctx.emit(ev.InstrumentListed(spec=cmd))
+    _restale_debtors(ctx, before)
+
+
+def _restale_debtors(ctx: Ctx, before: dict[str, str]) -> None:
+    """A listing can become a currency's margin instrument (a SPOT with it as base replaces one
+    with it as quote; or the first SPOT of a currency owed from perpetual losses): its debts
+    change tier table, so the risk bands of the accounts owing it
+    are stale. They become dirty — evaluated by the next mark they are exposed to, as after a
+    restore — not evaluated now (fuzz finding: the uninterrupted run kept the stale band and a
+    run restored from a snapshot raised a margin call the other did not)."""
+    state = ctx.state
+    changed = [ccy for ccy, inst_id in state.margin_inst.items() if before.get(ccy) != inst_id]
+    for acct in state.debtors:
+        balances = state.accounts[acct].balances
+        if any(ccy in balances and (balances[ccy].liab or balances[ccy].interest) for ccy in changed):
+            state.watch.forget(acct)
+            state.watch.dirty[acct] = None
 
 
 def set_interest_rate(ctx: Ctx, cmd: SetInterestRate) -> None:

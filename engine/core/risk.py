@@ -8,7 +8,10 @@ refused).
 Cross debt is pooled per currency (``Balance.liab`` + ``Balance.interest``). The tier table,
 taker fee and leverage that apply to debt in ``c`` are those of ``c``'s margin instrument
 (``state.margin_inst``): the first listed SPOT instrument with ``c`` as base (limits read in
-``maxBorrowBase``), else the first with ``c`` as quote (``maxBorrowQuote``).
+``maxBorrowBase``), else the first with ``c`` as quote (``maxBorrowQuote``). A currency no
+SPOT instrument trades cannot be borrowed; a debt in it — a perpetual loss, fee or funding
+payment beyond the cash on a perpetual-only listing — has no tier table and counts in equity
+only (no maintenance of its own; docs/decisions.md 21a).
 
 Formulas (``engine.core.margin``; §1.4(e)): ``equity = Σ (cash − D)·P``,
 ``MM = Σ D·P·m_tier``, ``fees = Σ D·P·(1+m)·f``, ``MR = equity / (MM + fees)``,
@@ -74,7 +77,7 @@ def account_risk(state: State, account: Account, with_imr: bool = False) -> Acco
         units = bal.cash - debt
         equity += units * price
         per_price = ZERO
-        if debt:
+        if debt and ccy in state.margin_inst:  # else no tier table: it counts in equity only
             inst, row, lever = debt_terms(state, account, ccy, debt)
             per_price = margin.debt_maintenance(debt, row.mmr) + margin.debt_closing_fee(debt, row.mmr, inst.taker_fee)
             required += per_price * price

@@ -6,6 +6,10 @@ iteration order — which the log fixed — except the set of seen ids, which is
 **digest** is the SHA-256 of that encoding, so two states have the same digest exactly when
 they would behave identically on every future command. ``restore(encode(state))`` rebuilds a
 state with the same digest.
+
+What the state derives is not stored: book keys (price in ticks) are recomputed from each
+order's price and the instrument's tick on restore — a key can exceed msgpack's 64-bit
+integers (a price of 10¹⁸ at a tick of 10⁻⁵; found by the fuzz program, version 4).
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from decimal import Decimal
 
 import msgspec
 
+from engine.core.book import price_key
 from engine.core.evolve import instrument_from_spec
 from engine.core.margin import perp_order_im
 from engine.core.state import Account, Asset, Balance, IsoPosition, Order, PerpPosition, PositionLedger, State
 from engine.core.watch import watch_key
 from events.commands import ListInstrument
 
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 
 
 class _Asset(msgspec.Struct, array_like=True):
@@ -42,7 +47,6 @@ class _Order(msgspec.Struct, array_like=True):
     ord_type: str
     td_mode: str
     px: Decimal | None
-    px_key: int
     sz: Decimal
     remaining: Decimal
     frozen: Decimal
@@ -198,7 +202,6 @@ def capture(state: State) -> Snapshot:
             o.ord_type,
             o.td_mode,
             o.px,
-            o.px_key,
             o.sz,
             o.remaining,
             o.frozen,
@@ -322,7 +325,7 @@ def restore(data: bytes) -> State:
             so.ord_type,
             so.td_mode,
             so.px,
-            so.px_key,
+            price_key(so.px, state.instruments[so.inst_id].tick, so.is_buy),
             so.sz,
             so.frozen,
         )

@@ -15,8 +15,9 @@ account the command touched is evaluated for margin calls and liquidation, in or
 an evaluation that changes other accounts (a liquidation's counterparties) queues them too, until
 no account awaits evaluation; then the sweep (``engine.core.sweep``: a mark's candidates in
 debtor order, each evaluated with everything it touches before the next; the full-sweep
-engine: every exposed account); then invariants are checked. A broken invariant raises :class:`InvariantBroken`: the
-caller must stop without committing the outcome.
+engine: every exposed account) — numbers too large for exact arithmetic there halt (the
+command's events are already applied); then invariants are checked. A broken invariant raises
+:class:`InvariantBroken`: the caller must stop without committing the outcome.
 """
 
 from __future__ import annotations
@@ -164,10 +165,19 @@ class Engine:
 
 
 def _drain(ctx: Ctx) -> None:
-    """Evaluate every account awaiting evaluation, oldest first, until none is left."""
+    """Evaluate every account awaiting evaluation, oldest first, until none is left. The
+    command's events are applied by then: numbers too large for exact arithmetic here (a
+    36-digit mark times a balance, found by the fuzz program) halt the engine like any inexact
+    step past the first event — never a bare ``decimal`` exception, which would crash-loop a
+    restarted shard."""
     acct = ctx.next_touched()
     while acct is not None:
-        evaluate(ctx, acct)
+        try:
+            evaluate(ctx, acct)
+        except ArithmeticError as err:
+            raise InvariantBroken(
+                f"seq {ctx.seq}: inexact arithmetic evaluating {acct} after the command's events ({err!r})"
+            ) from err
         acct = ctx.next_touched()
 
 
