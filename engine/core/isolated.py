@@ -9,11 +9,15 @@ never flips the position.
 
 **Opening orders.** The margin currency is the order's ``ccy`` (base or quote of the pair;
 default: base for a buy, quote for a sell — OKX's old-mode rule) and is fixed while the position
-is open or opening orders rest (decision 12). Initial margin (§1.2) = ``qty / L`` in base or
-``qty × px / L`` in quote (limit price; market orders: the book walk), rounded **up**; it is
-**frozen** from the account while the order rests. At each fill the margin for that fill moves
-from the frozen funds into the position — computed as ``IM(value filled after) − IM(value
-before)`` so that splitting a fill does not change it — and the position **borrows at fill**:
+is open or opening orders rest (decision 12). The order's **cost** (§1.2, docs/decisions.md
+24a: ``engine.core.opening``) = initial margin ``qty / L`` in base or ``qty × A / L`` in quote
+(``A`` the assumed price: the limit price, a sell's at least the mark; market orders: the book
+walk) plus the **open loss** against the mark, rounded **up**; it is **frozen** from the account
+while the order rests (an opening order needs a mark: ``no_mark_price``; an account with cross
+risk must keep its cross initial margin without it). At each fill the cost of that fill moves
+from the frozen funds into the position — ``cost(fills after) − cost(fills before)`` at the mark
+of the moment, so that splitting a fill does not change it; what the frozen funds lack comes
+from free cash (``top_up``), else the fill guard refuses the fill — and the position **borrows at fill**:
 a long the quote cost, a short the base sold (``position_borrowed``). Nothing is borrowed and no
 interest accrues before a fill. What an order froze and did not post returns when it ends.
 The position's debt after every resting opening order fills must stay within the tier cap for
@@ -236,6 +240,10 @@ def adjust_margin(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition
         free = account.free(mgn_ccy)
         if free < amt:
             raise Rejected("insufficient_balance", f"add {fmt(amt)} {mgn_ccy}: {fmt(free)} available")
+        if account.at_risk():  # the margin leaves the cross account: as a withdrawal, within its IM
+            failure = check_initial_margin(ctx.state, account, out={mgn_ccy: amt})
+            if failure is not None:
+                raise Rejected(*failure)
     else:
         mark = ctx.state.marks.get(inst.inst_id)
         if mark is None:

@@ -16,6 +16,15 @@ size for sells) and never borrow; ``cross`` orders freeze nothing — the initia
 (``risk.check_initial_margin``) is made at placement assuming all the account's resting cross
 orders fill, and a fill borrows automatically whatever the free cash does not cover. A cross
 sell is refused when the VWAP of walking the book for its size is below 95 % of the best bid.
+Isolated and SWAP orders: ``engine.core.isolated``, ``engine.core.swap`` (order cost with the
+open loss against the mark, ``engine.core.opening``).
+
+**Price band** (``pxBand``, docs/decisions.md 24c): with a mark, a limit-type order priced
+beyond ``P·(1 ± band)`` on its aggressive side is refused (``price_band``) and a market order
+walks the book no further. **The fill guard** (``engine.core.fill_guard``): before each fill,
+the taker (unless a liquidation order) and then the maker are checked at the mark; a refused
+taker's rest is canceled with the guard's reason and matching stops, a refused maker is canceled
+and matching continues (as self-trade prevention).
 """
 
 from __future__ import annotations

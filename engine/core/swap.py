@@ -16,12 +16,15 @@ may not exceed the position.
 
 **Opening**: the resulting size (position + resting opening orders + this order) must fit the
 tier cap for the leverage (``maxSz`` of the highest tier with ``maxLever ≥ L``, §1.3 model 2).
-Isolated: initial margin ``sz·ctVal·px / L`` (limit price; market: the book walk), rounded up,
-is frozen from the account's free settlement cash while the order rests and posted at fill per
-fill as ``IM(value after) − IM(value before)`` (fill splitting never changes it). Cross: the
-account's initial-margin check (``engine.core.risk.check_initial_margin``) includes
-``|q|·ctVal·P / L`` of every cross perpetual position and of the opening part of every resting
-cross SWAP order.
+An opening order needs a mark (``no_mark_price``) and is costed on its whole size at the
+assumed price ``A`` (the limit price; a sell's at least the mark; market: the book walk) plus its
+open loss against the mark (§1.2, docs/decisions.md 24a). Isolated: that cost,
+``sz·ctVal·A / L + OL`` rounded up, is frozen from the account's free settlement cash while the
+order rests and posted per fill as ``cost(fills after) − cost(fills before)`` at the mark of
+the moment (``engine.core.opening``; fill splitting never changes it). Cross: the account's
+initial-margin check (``engine.core.risk.check_initial_margin``) includes ``|q|·ctVal·P / L`` of
+every cross perpetual position, of every resting cross SWAP order at its limit price, and the
+new order's cost. Every fill is then checked by ``engine.core.fill_guard``.
 
 **Fills** (in this order): the closing part realises P&L ``closed·ctVal·(px − E)`` (long; mirror
 for short) rounded toward −∞ (``pnl_realised``) — cross: to the account's cash; isolated: to the
@@ -288,6 +291,10 @@ def adjust_margin(ctx: Ctx, account: Account, inst: Instrument, command: cmd.Adj
         free = account.free(inst.settle)
         if free < amt:
             raise Rejected("insufficient_balance", f"add {fmt(amt)} {inst.settle}: {fmt(free)} available")
+        if account.at_risk():  # the margin leaves the cross account: as a withdrawal, within its IM
+            failure = check_initial_margin(ctx.state, account, out={inst.settle: amt})
+            if failure is not None:
+                raise Rejected(*failure)
     else:
         mark = state.marks.get(inst.inst_id)
         if mark is None:
