@@ -103,13 +103,12 @@ def _cross_spot(
     )
     cash = order.td_mode == "cash"
     borrows = not cash and account.free(out_ccy) < out_amt
-    if not borrows and not account.at_risk():
-        return None  # owes nothing before or after: no initial margin is required
-    prices = state.prices
-    p_in, p_out = prices.get(in_ccy), prices.get(out_ccy)
-    gained = (in_amt * p_in if p_in is not None else ZERO) - (out_amt * p_out if p_out is not None else ZERO)
-    if not borrows and gained >= 0:
-        return None  # at or better than the mark, nothing borrowed: the excess cannot fall
+    if not borrows:
+        prices = state.prices
+        p_in, p_out = prices.get(in_ccy), prices.get(out_ccy)
+        gained = (in_amt * p_in if p_in is not None else ZERO) - (out_amt * p_out if p_out is not None else ZERO)
+        if gained >= 0 or not account.at_risk():
+            return None  # at or better than the mark, or owing nothing before or after: cannot fall
     if cash:  # paid from what the order froze (or free cash): never borrowed
         return _cross_rule(state, account, None, {in_ccy: in_amt, out_ccy: -out_amt})
     return _cross_rule(state, account, {out_ccy: out_amt}, {in_ccy: in_amt})

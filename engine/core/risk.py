@@ -179,13 +179,9 @@ def check_initial_margin(
     order adds its initial margin ``perp_im`` and its open loss against the mark ``open_loss``
     (spec §1.2; the flows of a spot order are valued at the mark, which counts its open loss).
     """
-    perps = (
-        bool(account.perps)
-        or perp_im > 0
-        or any(
-            o.td_mode == "cross" and state.instruments[o.inst_id].inst_type == "SWAP" for o in account.orders.values()
-        )
-    )
+    # resting cross SWAP orders that may open reserve ``swap_im`` (the others need nothing): the
+    # aggregate says whether any rests, without scanning the account's orders
+    perps = bool(account.perps) or perp_im > 0 or account.swap_im > 0
     if not perps and borrow is None and lever is None and _fits_without_borrowing(account, out):
         return None
     result = margin_excess(state, account, out, inflow, borrow, lever, perp_im + open_loss, perps=perps, resting=True)
