@@ -809,3 +809,26 @@ def test_price_band_must_be_a_fraction(band: str) -> None:
         "invalid_pxBand",
         f"pxBand {band} must be a fraction within (0, 1)",
     )
+
+
+def test_cross_close_position_below_initial_margin_counts_its_repayment() -> None:
+    """alice: cross long 1 BTC at 60,000 on 10,000 USDT (debt 50,000, IM 5,000); the mark falls
+    to 55,000: equity 54,945 − 50,000 = 4,945, below IM, MR 3.19. ``close_position`` into a stale
+    bid at 30,000 would leave her owing 20,000 against nothing: refused. At a fair bid the sale
+    repays the debt right after — the guard counts that repayment (the sale alone, which does not
+    repay, would lower her excess), and the position closes."""
+    h = _spot()
+    h.ok("deposit", acct="alice", ccy="USDT", amt="10000")
+    h.order("mallory", "sell", "1", "60000")
+    h.ok("place_order", **_fields(h, "alice", "buy", "1", None, "market", "cross"))
+    h.mark("55000")
+    h.order("mallory", "buy", "1", "30000", cl_ord_id="stale")
+    out = h.send("close_position", acct="alice", instId="BTC-USDT", mgnMode="cross")
+    assert only(events_of(out, ev.OrderCanceled)).reason == "insufficient_margin"
+    assert not events_of(out, ev.Traded)
+    h.ok("cancel_order", acct="mallory", instId="BTC-USDT", clOrdId="stale")
+    h.order("mallory", "buy", "1", "54990")
+    out = h.send("close_position", acct="alice", instId="BTC-USDT", mgnMode="cross")
+    assert only(events_of(out, ev.Traded)).px == D(54990)
+    assert only(events_of(out, ev.Repaid)).principal == D(50000)
+    assert events_of(out, ev.PositionClosed) and not _losses(h.outcomes)

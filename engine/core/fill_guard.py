@@ -21,9 +21,10 @@ left aside throughout (the cost of trading, not a loss against the mark).
 4. **Cross accounts** (cross orders, and cash orders of an account with cross debt or cross
    perpetuals; 24): with ``X`` = equity − initial margin at the mark (``risk.margin_excess``
    without the resting-order hypothesis), the fill must leave ``X' ≥ min(X, 0)``: not below
-   the initial margin, or no worse than before. Fast paths: an account owing nothing that the
-   fill makes borrow nothing; a fill at or better than the mark that borrows nothing and opens
-   no perpetual.
+   the initial margin, or no worse than before. A cross ``close_position`` fill counts the
+   repayment that follows it (its proceeds repay the debt in that currency). Fast paths: an
+   account owing nothing that the fill makes borrow nothing; a fill at or better than the mark
+   that borrows nothing and opens no perpetual.
 
 Cost: a few dictionary reads per fill on the fast paths; one pass over the account's balances
 and perpetual positions otherwise (never over orders).
@@ -44,8 +45,12 @@ from engine.core.state import Account, Instrument, Order, State
 Refusal = tuple[str, str]
 
 
-def check(state: State, order: Order, inst: Instrument, sz: Decimal, px: Decimal, fee_rate: Decimal) -> Refusal | None:
-    """Why the fill of ``sz`` at ``px`` for ``order`` may not be made (``None``: it may)."""
+def check(
+    state: State, order: Order, inst: Instrument, sz: Decimal, px: Decimal, fee_rate: Decimal, repays: bool = False
+) -> Refusal | None:
+    """Why the fill of ``sz`` at ``px`` for ``order`` may not be made (``None``: it may).
+    ``repays``: a cross ``close_position`` fill, whose proceeds repay the account's debt in the
+    currency received right after (counted: a close frees the initial margin of what it repays)."""
     mark = state.marks.get(inst.inst_id)
     band = inst.px_band
     if band is not None and mark is not None and margin.beyond_band(px, mark, band, order.is_buy):
@@ -64,7 +69,7 @@ def check(state: State, order: Order, inst: Instrument, sz: Decimal, px: Decimal
         if order.reduce:
             return _isolated_spot_close(state, account, order, inst, sz, px, mark)
         return _opening(state, account, order, inst, sz, px)
-    return _cross_spot(state, account, order, inst, sz, px)
+    return _cross_spot(state, account, order, inst, sz, px, repays)
 
 
 def _cross_rule(
@@ -74,10 +79,11 @@ def _cross_rule(
     inflow: dict[str, Decimal] | None,
     change: PerpChange | None = None,
     extra_equity: Decimal = ZERO,
+    repaid: dict[str, Decimal] | None = None,
 ) -> Refusal | None:
     """``X' ≥ min(X, 0)`` for the cross account (module doc, 4)."""
     after = margin_excess(
-        state, account, out, inflow, resting=False, change=change, extra_equity=extra_equity, caps=False
+        state, account, out, inflow, resting=False, change=change, extra_equity=extra_equity, caps=False, repaid=repaid
     )
     if isinstance(after, tuple):
         return after
@@ -94,7 +100,7 @@ def _cross_rule(
 
 
 def _cross_spot(
-    state: State, account: Account, order: Order, inst: Instrument, sz: Decimal, px: Decimal
+    state: State, account: Account, order: Order, inst: Instrument, sz: Decimal, px: Decimal, repays: bool
 ) -> Refusal | None:
     """A cross (or cash) SPOT fill: the account's initial margin at the mark."""
     notional = px * sz
@@ -111,7 +117,11 @@ def _cross_spot(
             return None  # at or better than the mark, or owing nothing before or after: cannot fall
     if cash:  # paid from what the order froze (or free cash): never borrowed
         return _cross_rule(state, account, None, {in_ccy: in_amt, out_ccy: -out_amt})
-    return _cross_rule(state, account, {out_ccy: out_amt}, {in_ccy: in_amt})
+    repaid = None
+    bal = account.balances.get(in_ccy)
+    if repays and bal is not None and (bal.liab or bal.interest):  # as ``closing._repay`` will
+        repaid = {in_ccy: min(bal.liab + bal.interest, account.free(in_ccy) + in_amt)}
+    return _cross_rule(state, account, {out_ccy: out_amt}, {in_ccy: in_amt}, repaid=repaid)
 
 
 def _closing_pnl(state: State, inst: Instrument, avg_px: Decimal, long: bool, closed: Decimal, px: Decimal) -> Decimal:

@@ -280,8 +280,10 @@ def _borrow_for_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: 
         emit_borrow(ctx, order.acct, ccy, need - free, auto=True)
 
 
-def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -> None:
-    """Match ``order`` against the opposite side, best price first, FIFO within a level."""
+def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False, repays: bool = False) -> None:
+    """Match ``order`` against the opposite side, best price first, FIFO within a level;
+    ``repays``: a cross ``close_position`` order, whose proceeds repay the debt right after (the
+    fill guard counts that repayment)."""
     state = ctx.state
     levels = inst.book.asks if order.is_buy else inst.book.bids
     limit = order.px
@@ -305,7 +307,7 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
                     break
                 continue
         if not liquidation:  # the fill guard (engine.core.fill_guard): the taker first ...
-            refusal = fill_guard.check(state, order, inst, sz, px, inst.taker_fee)
+            refusal = fill_guard.check(state, order, inst, sz, px, inst.taker_fee, repays)
             if refusal is not None:
                 _cancel(ctx, order, *refusal)
                 break
@@ -441,7 +443,7 @@ def submit_market_order(
         )
     )
     order = state.orders[order_id]
-    match(ctx, order, inst, liquidation=purpose in ("liq", "liquidation"))
+    match(ctx, order, inst, liquidation=purpose in ("liq", "liquidation"), repays=purpose == "close")
     filled = order.sz - order.remaining
     if order.remaining and order_id in state.orders:
         _cancel(ctx, order, "ioc")

@@ -222,12 +222,14 @@ def margin_excess(
     change: PerpChange | None = None,
     extra_equity: Decimal = ZERO,
     caps: bool = True,
+    repaid: dict[str, Decimal] | None = None,
 ) -> tuple[str, str] | Excess:
     """The cross account's **excess over its initial margin** after the flows ``out``/``inflow``
     and ``borrow`` (valued at the mark; what leaves beyond the free cash is borrowed), with the
     resting cross orders assumed filled if ``resting`` (placement, :func:`check_initial_margin`)
     or not (a fill, ``engine.core.fill_guard``). ``required_extra`` adds to the requirement,
-    ``extra_equity`` to the equity, ``change`` replaces one cross perpetual's size. A failure
+    ``extra_equity`` to the equity, ``change`` replaces one cross perpetual's size, ``repaid``
+    is debt repaid from cash right after (equity unchanged, less debt). A failure
     ``(reason, message)`` when a debt needs a mark or a currency is not borrowable, and (with
     ``caps``) when a debt would exceed its tier cap (§1.8)."""
     if perps is None:
@@ -257,6 +259,8 @@ def margin_excess(
         leaving = outs.get(ccy, ZERO)
         arriving = ins.get(ccy, ZERO)
         debt = owed + max(ZERO, leaving - free) + (borrow.get(ccy, ZERO) if borrow else ZERO)
+        if repaid and ccy in repaid:
+            debt = max(ZERO, debt - repaid[ccy])
         price = price_of(state, ccy)
         if price is None:
             if debt:
