@@ -80,6 +80,11 @@ class ListInstrument(_Command, frozen=True, tag="list_instrument"):
     ctVal: DecStr | None = None
     liqFee: DecStr | None = None
     reduceMarginRatio: DecStr | None = None
+    #: Contract extension (docs/decisions.md 31c): the price band, a fraction; orders priced
+    #: beyond ``mark·(1 ± pxBand)`` are refused and fills beyond it are not made. Absent (the
+    #: default) means no band, and the field is then not written (``UNSET``), so logs listing
+    #: without it encode exactly as before.
+    pxBand: DecStr | msgspec.UnsetType = msgspec.UNSET
 
 
 class SetInterestRate(_Command, frozen=True, tag="set_interest_rate"):

@@ -147,7 +147,9 @@ class PositionMarginChanged(_Event, frozen=True, tag="position_margin_changed", 
     """Isolated margin of a position moved by ``amt`` (> 0) of ``ccy``.
 
     ``reason``: ``open`` — from the opening order ``orderId``'s frozen funds into the margin
-    (also counted as initial margin); ``add`` — from the account's free cash; ``reduce`` — back
+    (also counted as initial margin); ``top_up`` — the part of an opening fill's margin its
+    order no longer has frozen (the mark moved against the resting order), from the account's
+    free cash (counted as initial margin too); ``add`` — from the account's free cash; ``reduce`` — back
     to the account's cash; ``use`` — into the position's own holdings, to pay for closing or
     repaying (close, liquidation, funding).
     """
@@ -291,11 +293,13 @@ class OrderRested(_Event, frozen=True, tag="order_rested"):
     sz: Decimal
 
 
-class OrderCanceled(_Event, frozen=True, tag="order_canceled"):
+class OrderCanceled(_Event, frozen=True, tag="order_canceled", omit_defaults=True):
     """An order's remaining size left the book or was never placed on it.
 
     ``reason``: ``user``, ``ioc`` (unfilled remainder of ioc/market), ``fok`` (could not fill
-    in full), ``self_trade`` (resting order canceled by self-trade prevention), ``liquidation``.
+    in full), ``self_trade`` (resting order canceled by self-trade prevention), ``liquidation``,
+    ``insufficient_margin`` / ``price_band`` (the fill guard refused its next fill; ``message``
+    names the numbers — written only for these), and the others of ``docs/events.md``.
     """
 
     orderId: int
@@ -304,6 +308,7 @@ class OrderCanceled(_Event, frozen=True, tag="order_canceled"):
     clOrdId: str
     remaining: Decimal
     reason: str
+    message: str = ""
 
 
 # --- risk ----------------------------------------------------------------------------------

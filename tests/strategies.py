@@ -231,6 +231,8 @@ class _Model:
     #: and instruments whose prelude mark is held back (sent later by ``op_first_mark``).
     shadow: Shadow | None = None
     deferred: list[str] = field(default_factory=list)
+    #: ``scenarios(static_marks=True)``: every mark after an instrument's first repeats it.
+    static_marks: bool = False
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -521,6 +523,7 @@ class _Model:
     def move_mark(self, inst: AnyInst, lo: int, hi: int) -> None:
         pct = Decimal(self.draw(_ints(lo, hi)))
         mark = max(inst.tick, (self.marks[inst.inst_id] * pct / 1000 / inst.tick).to_integral_value() * inst.tick)
+        mark = self.marks[inst.inst_id] if self.static_marks else mark
         self.marks[inst.inst_id] = mark
         self.emit({"type": "mark_price", "instId": inst.inst_id, "markPx": dec_str(mark)}, with_id=self.draw(_BOOL))
 
@@ -686,6 +689,7 @@ class _Model:
             self._depth(inst, "buy" if long else "sell", self.small_sz(inst) * 20)
         per_mille = self.draw(_ints(700, 745) if long else _ints(1240, 1290))
         mark = max(inst.tick, (entry * per_mille / 1000 / inst.tick).to_integral_value() * inst.tick)
+        mark = self.marks[inst_id] if self.static_marks else mark
         self.marks[inst_id] = mark
         self.emit({"type": "mark_price", "instId": inst_id, "markPx": dec_str(mark)}, with_id=False)
 
@@ -954,6 +958,7 @@ class _Model:
             self.op_swap_quote(depth=Decimal(self.draw(_of((4_000, 8_000)))))
         per_mille = self.draw(_ints(830, 865) if long else _ints(1115, 1160))
         mark = max(swap.tick, (entry * per_mille / 1000 / swap.tick).to_integral_value() * swap.tick)
+        mark = self.marks[swap.inst_id] if self.static_marks else mark
         self.marks[swap.inst_id] = mark
         self.emit({"type": "mark_price", "instId": swap.inst_id, "markPx": dec_str(mark)}, with_id=False)
 
@@ -1320,13 +1325,25 @@ _OPS = {
     (True, True): _ops(_WEIGHTS, _ISO_WEIGHTS, _SWAP_WEIGHTS),
 }
 
+#: The same without the operations that erode margin legitimately (``static_marks``).
+_STATIC_OPS = {
+    key: _ops(*({k: w for k, w in t.items() if k not in ("accrue", "funding")} for t in tables))
+    for key, tables in {
+        (False, False): (_WEIGHTS,),
+        (True, False): (_WEIGHTS, _ISO_WEIGHTS),
+        (False, True): (_WEIGHTS, _SWAP_WEIGHTS),
+        (True, True): (_WEIGHTS, _ISO_WEIGHTS, _SWAP_WEIGHTS),
+    }.items()
+}
+
 
 @st.composite
-def scenarios(draw: st.DrawFn, min_ops: int = 1, max_ops: int = 40) -> Scenario:
+def scenarios(draw: st.DrawFn, min_ops: int = 1, max_ops: int = 40, static_marks: bool = False) -> Scenario:
     """A realistic command log: prelude, deposits, then ``min_ops..max_ops`` random operations
     (an operation is one command, or a few for a market maker's quotes). Logs with isolated
     margin or perpetuals get up to a quarter more operations, so that the older mix keeps about
-    its share."""
+    its share. ``static_marks``: marks never move after each instrument's first (moves repeat
+    the current mark) and no interest accrual or funding is written."""
     isolated = draw(_BOOL)
     with_swap = draw(_BOOL)
     with_eth_btc = draw(_BOOL)
@@ -1343,8 +1360,9 @@ def scenarios(draw: st.DrawFn, min_ops: int = 1, max_ops: int = 40) -> Scenario:
         taker_fee=taker_fee,
         swap=SWAP if with_swap else None,
         isolated=isolated,
+        static_marks=static_marks,
     )
-    ops = _OPS[(isolated, with_swap)]
+    ops = _STATIC_OPS[(isolated, with_swap)] if static_marks else _OPS[(isolated, with_swap)]
     extra = max_ops // 8 * (isolated + with_swap)
     # The engine makes an ``Inexact``-trapping context current; the generator rounds freely.
     with localcontext(Context(prec=50)):

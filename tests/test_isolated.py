@@ -589,6 +589,7 @@ def test_margin_currency_is_fixed_once_the_position_is_open() -> None:
 def test_margin_currency_is_fixed_by_resting_opening_orders() -> None:
     h = Harness()
     h.standard_listing()
+    h.mark("100000")  # opening isolated orders need a mark (docs/decisions.md 31d)
     h.ok("deposit", acct="alice", ccy="BTC", amt="1")
     h.ok("deposit", acct="alice", ccy="USDT", amt="100000")
     _iso(h, "alice", "buy", "1", "90000", "BTC", cl_ord_id="first")
@@ -598,6 +599,7 @@ def test_margin_currency_is_fixed_by_resting_opening_orders() -> None:
 def test_opposite_opening_orders_cannot_both_be_pending() -> None:
     h = Harness()
     h.standard_listing()
+    h.mark("100000")  # opening isolated orders need a mark (docs/decisions.md 31d)
     h.ok("deposit", acct="alice", ccy="USDT", amt="100000")
     _iso(h, "alice", "buy", "1", "90000", "USDT", cl_ord_id="long")
     assert _refusal_reason(_iso(h, "alice", "sell", "1", "110000", "USDT")) == "opposite_orders_pending"

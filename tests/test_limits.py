@@ -20,18 +20,44 @@ HUGE = "999999999999999999.999999999999999999"
 HUGE_AMOUNT = "999999999999999999.99999999"  # BTC has 8 decimals
 
 
-def test_products_beyond_exact_precision_are_refused_and_change_nothing() -> None:
+def test_the_largest_wire_numbers_are_decided_exactly() -> None:
+    """A mark and a collateral of 36 significant digits each (the wire's maximum) and a borrow
+    against them: every product is exact at ``money.EXACT_PRECISION`` digits, so the borrow is
+    decided like any other (at 50 digits it was refused ``out_of_range``)."""
+    h = Harness()
+    h.standard_listing()
+    h.mark(HUGE)
+    h.ok("deposit", acct="a1", ccy="BTC", amt=HUGE_AMOUNT)
+    out = h.send("borrow", acct="a1", ccy="USDT", amt="1")
+    assert events_of(out, ev.Borrowed)
+    assert snapshot.capture(h.state).accounts[0].balances[-1].liab == 1
+
+
+def test_products_beyond_exact_precision_are_refused_and_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety net: a handler whose arithmetic would round before its first event refuses the
+    command ``out_of_range`` and changes nothing. Forced with a context of 50 digits (no wire
+    number reaches 200)."""
+    from decimal import Context, Inexact, InvalidOperation, setcontext
+
+    import engine.core.money as money
+
     h = Harness()
     h.standard_listing()
     h.mark(HUGE)
     h.ok("deposit", acct="a1", ccy="BTC", amt=HUGE_AMOUNT)
     before = snapshot.digest(h.state)
-    out = h.send("borrow", acct="a1", ccy="USDT", amt="1")
+    small = Context(prec=50, traps=[InvalidOperation, Inexact])
+    monkeypatch.setattr(money, "EXACT", small)
+    setcontext(small.copy())
+    try:
+        out = h.send("borrow", acct="a1", ccy="USDT", amt="1")
+    finally:
+        money.use_engine_context()
     refusal = rejection(out)
     assert (refusal.reason, type(refusal)) == ("out_of_range", ev.CommandRejected)
     after = snapshot.capture(h.state)
     assert snapshot.digest(h.state) != before  # only the sequence number and the id moved on
-    assert after.accounts[0].balances[0].liab == 0
+    assert all(b.liab == 0 for b in after.accounts[0].balances)
     out = h.send("deposit", acct="a2", ccy="USDT", amt="5")
     assert events_of(out, ev.Deposited)
 
@@ -199,15 +225,42 @@ def test_regression_a_tier_number_msgpack_cannot_carry_is_a_bad_command() -> Non
         raise AssertionError("a tier number beyond 64 bits was accepted")
 
 
-def test_regression_inexact_risk_evaluation_halts_instead_of_a_bare_decimal_error() -> None:
+def test_regression_a_36_digit_mark_and_a_borrow_are_decided_not_halted() -> None:
     """Fuzz finding: a 36-digit mark, then a borrow whose handler passes; the risk evaluation
-    after its events (the watch band's 3 × requirement) needs more than 50 digits and raised a
-    bare ``decimal.Inexact`` out of ``Engine.step`` — a traceback for ``marginbook run``, a
-    restart loop for the Kafka engine. It halts as documented now (``InvariantBroken``, exit 3,
-    nothing committed). Refusing such numbers at the door instead is an open decision."""
+    after its events (the watch band's 3 × requirement) needed more than 50 digits and raised a
+    bare ``decimal.Inexact`` — then, once that became a halt, the engine halted on every restart
+    for a valid command. Products are exact at 200 digits now (``money.EXACT_PRECISION``): the
+    borrow is decided and the account is watched like any other."""
     h = Harness()
     h.standard_listing()
     h.mark("999999999999999999.899999999999999999")
     h.ok("deposit", acct="mm", ccy="BTC", amt="200")
-    with pytest.raises(InvariantBroken, match="inexact arithmetic evaluating mm"):
-        h.send("borrow", acct="mm", ccy="BTC", amt="0.19799999")
+    out = h.send("borrow", acct="mm", ccy="BTC", amt="0.19799999")
+    assert events_of(out, ev.Borrowed)
+
+
+def test_inexact_arithmetic_after_the_first_event_halts_instead_of_a_bare_decimal_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The safety net behind the precision: should an evaluation after the command's events ever
+    round, the engine halts (``InvariantBroken``, exit 3, nothing committed) — never a bare
+    ``decimal`` exception (a traceback in ``run``, a restart loop on Kafka). Forced here with a
+    context too small for the same borrow's evaluation."""
+    from decimal import Context, Inexact, InvalidOperation
+
+    import engine.core.money as money
+
+    h = Harness()
+    h.standard_listing()
+    h.mark("999999999999999999.899999999999999999")
+    h.ok("deposit", acct="mm", ccy="BTC", amt="200")
+    small = Context(prec=50, traps=[InvalidOperation, Inexact])
+    monkeypatch.setattr(money, "EXACT", small)
+    from decimal import setcontext
+
+    setcontext(small.copy())
+    try:
+        with pytest.raises(InvariantBroken, match="inexact arithmetic evaluating mm"):
+            h.send("borrow", acct="mm", ccy="BTC", amt="0.19799999")
+    finally:
+        money.use_engine_context()

@@ -474,14 +474,16 @@ def test_tier_2_debt_is_liquidated_partially() -> None:
 
 def _liquidation_counterparty() -> tuple[Harness, ev.Outcome]:
     """alice: cross long 1 BTC on 10,000 USDT (debt 90,000, liquidation price 92,792.7).
-    bob: a cross bid 1 @ 96,000 on 10,000 USDT, placed at mark 100,000 (IM 8,600 ≤ equity 10,000).
-    The mark falls to 92,000: alice is liquidated into bob's bid; the fill auto-borrows 86,000
-    USDT for bob, who then holds 1 BTC: MR = (92,000 − 86,000) / (86,000 × 0.03103) = 2.24838678."""
+    bob: a cross bid 1 @ 96,000 on 20,000 USDT, placed at mark 100,000. The mark falls to
+    92,000: alice is liquidated into bob's bid; the fill auto-borrows 76,000 USDT for bob, who
+    then holds 1 BTC: equity 92,000 − 76,000 = 16,000, above the initial margin 7,600 (the fill
+    guard lets it through; with 10,000 it would not, ``tests/test_open_loss.py``), and
+    MR = 16,000 / (76,000 × 0.03103) = 6.78466..."""
     h = Harness()
     h.standard_listing()
     h.mark("100000")
-    for acct in ("alice", "bob"):
-        h.ok("deposit", acct=acct, ccy="USDT", amt="10000")
+    h.ok("deposit", acct="alice", ccy="USDT", amt="10000")
+    h.ok("deposit", acct="bob", ccy="USDT", amt="20000")
     h.ok("deposit", acct="mm", ccy="BTC", amt="10")
     h.order("alice", "buy", "1", "100000", td_mode="cross", cl_ord_id="long")
     h.order("mm", "sell", "1", "100000")
@@ -490,28 +492,28 @@ def _liquidation_counterparty() -> tuple[Harness, ev.Outcome]:
     assert only(events_of(out, ev.LiquidationStarted)).acct == "alice"
     fill = only(events_of(out, ev.Traded))
     assert (fill.makerAcct, fill.px, fill.liquidation) == ("bob", D(96000), True)
-    assert only(events_of(out, ev.Borrowed)).amt == D(86000)
-    assert q(h.account("bob").mgnRatio, 8) == D("2.24838678")
+    assert only(events_of(out, ev.Borrowed)).amt == D(76000)
+    assert q(h.account("bob").mgnRatio, 5) == q(div(D(16000), D(76000) * D("0.03103")), 5)
     return h, out
 
 
 def test_counterparty_of_a_liquidation_is_evaluated_in_the_same_step() -> None:
-    """Spec §4.5: a margin call when MR first falls to ≤ 300 % — also for an account whose
-    resting order was filled by another account's liquidation order."""
-    _, out = _liquidation_counterparty()
-    call = only([e for e in events_of(out, ev.MarginCallRaised) if e.acct == "bob"])
-    assert call.mgnRatio == D("2.24838678")
-    assert events_of(out, ev.MarginCallRaised)[0].acct == "alice"
+    """An account whose resting order was filled by another account's liquidation order is
+    evaluated in the same step: it is exposed now, and its risk band is registered."""
+    h, out = _liquidation_counterparty()
+    assert "bob" in h.state.debtors
+    assert h.state.watch.crossed("BTC", D(83000), lambda acct: True) == ["bob"]  # banded: 83,000 is outside
+    assert not [e for e in events_of(out, ev.MarginCallRaised) if e.acct == "bob"]  # MR 6.78: healthy
 
 
 def test_counterparty_of_a_liquidation_is_watched_afterwards() -> None:
-    """Later marks keep evaluating that account: at 85,000 bob's MR is
-    (85,000 − 86,000) / 2,668.58 = −0.37473 and he is liquidated."""
+    """Later marks keep evaluating that account: at 83,000 bob's MR is 7,000 / 2,358.28 =
+    2.96827 (a margin call), at 78,000 it is 2,000 / 2,358.28 = 0.84808... (liquidated)."""
     h, _ = _liquidation_counterparty()
-    assert not [e for e in events_of(h.mark("91000"), ev.MarginCallRaised) if e.acct != "bob"]
-    assert h.state.accounts["bob"].margin_call
-    started = only(events_of(h.mark("85000"), ev.LiquidationStarted))
-    assert (started.acct, started.mgnRatio) == ("bob", D("-0.37473114"))
+    call = only(events_of(h.mark("83000"), ev.MarginCallRaised))
+    assert (call.acct, q(call.mgnRatio, 5)) == ("bob", D("2.96827"))
+    started = only(events_of(h.mark("78000"), ev.LiquidationStarted))
+    assert (started.acct, q(started.mgnRatio, 5)) == ("bob", D("0.84808"))
     assert not h.state.accounts["bob"].has_debt()
 
 

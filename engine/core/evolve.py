@@ -13,8 +13,9 @@ from decimal import Decimal
 from typing import Any, Final
 
 from engine.core.book import price_key
-from engine.core.margin import average_entry, opening_value, perp_order_im
+from engine.core.margin import average_entry, perp_order_im
 from engine.core.money import DOWN, NEAR, ZERO, round_down, round_up
+from engine.core.opening import add_fill
 from engine.core.state import (
     Account,
     Asset,
@@ -65,6 +66,7 @@ def instrument_from_spec(spec: ListInstrument) -> Instrument:
         tiers=tiers,
         liq_fee=Decimal(spec.liqFee) if spec.liqFee is not None else ZERO,
         reduce_margin_ratio=Decimal(spec.reduceMarginRatio) if spec.reduceMarginRatio is not None else ZERO,
+        px_band=Decimal(spec.pxBand) if isinstance(spec.pxBand, str) else None,
     )
 
 
@@ -209,9 +211,11 @@ def _position_margin_changed(state: State, e: ev.PositionMarginChanged) -> None:
         pos.margin += e.amt
         if isinstance(pos, IsoPosition):
             pos.base_margin += e.amt
-    elif reason == "add":
+    elif reason in ("add", "top_up"):
         bal.cash -= e.amt
         pos.margin += e.amt
+        if reason == "top_up" and isinstance(pos, IsoPosition):  # opening margin, like ``open``
+            pos.base_margin += e.amt
     elif reason == "reduce":
         pos.margin -= e.amt
         bal.cash += e.amt
@@ -432,7 +436,7 @@ def _settle_isolated(
     else:
         pos.avg_px = average_entry(pos.qty, pos.avg_px, sz, px) if pos.qty else px
         pos.qty += sz
-        order.filled_value += opening_value(sz, order.px, px, order.mgn_ccy == inst.base)
+        add_fill(state, order, inst, sz, px)
 
 
 def _settle_perp(
@@ -458,7 +462,7 @@ def _settle_perp(
             pos.avg_px = px
     pos.qty = qty + delta
     if opened:
-        order.filled_value += opening_value(opened * inst.ct_val, order.px, px, False)
+        add_fill(state, order, inst, opened * inst.ct_val, px)
 
 
 def _resting(inst: Instrument, order: Order) -> bool:

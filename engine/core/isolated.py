@@ -9,11 +9,15 @@ never flips the position.
 
 **Opening orders.** The margin currency is the order's ``ccy`` (base or quote of the pair;
 default: base for a buy, quote for a sell — OKX's old-mode rule) and is fixed while the position
-is open or opening orders rest (decision 12). Initial margin (§1.2) = ``qty / L`` in base or
-``qty × px / L`` in quote (limit price; market orders: the book walk), rounded **up**; it is
-**frozen** from the account while the order rests. At each fill the margin for that fill moves
-from the frozen funds into the position — computed as ``IM(value filled after) − IM(value
-before)`` so that splitting a fill does not change it — and the position **borrows at fill**:
+is open or opening orders rest (decision 12). The order's **cost** (§1.2, docs/decisions.md
+31a: ``engine.core.opening``) = initial margin ``qty / L`` in base or ``qty × A / L`` in quote
+(``A`` the assumed price: the limit price, a sell's at least the mark; market orders: the book
+walk) plus the **open loss** against the mark, rounded **up**; it is **frozen** from the account
+while the order rests (an opening order needs a mark: ``no_mark_price``; an account with cross
+risk must keep its cross initial margin without it). At each fill the cost of that fill moves
+from the frozen funds into the position — ``cost(fills after) − cost(fills before)`` at the mark
+of the moment, so that splitting a fill does not change it; what the frozen funds lack comes
+from free cash (``top_up``), else the fill guard refuses the fill — and the position **borrows at fill**:
 a long the quote cost, a short the base sold (``position_borrowed``). Nothing is borrowed and no
 interest accrues before a fill. What an order froze and did not post returns when it ends.
 The position's debt after every resting opening order fills must stay within the tier cap for
@@ -31,13 +35,16 @@ instrument's ``reduceMarginRatio``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.money import ZERO, fmt, plain_zero
+from engine.core.opening import order_frozen, post_margin, shortfall_message
 from engine.core.position_risk import iso_debt, isolated_spot
-from engine.core.state import Account, Instrument, IsoPosition, Order
+from engine.core.risk import check_initial_margin
+from engine.core.state import Account, Instrument, IsoPosition, Order, State
 from events import journal as ev
 
 POS_SIDE = "net"
@@ -71,6 +78,7 @@ def iso_lever(account: Account, inst: Instrument) -> Decimal:
 
 
 def order_terms(
+    state: State,
     account: Account,
     inst: Instrument,
     is_buy: bool,
@@ -79,9 +87,10 @@ def order_terms(
     fill_notional: Decimal,
     ccy: str | None,
     reduce_only: bool,
-    decimals: dict[str, int],
+    levels: Iterable[tuple[Decimal, Decimal]],
 ) -> OrderTerms:
-    """Check an isolated spot order and decide what it freezes (see module doc)."""
+    """Check an isolated spot order and decide what it freezes (see module doc); ``levels``:
+    the book walk a market order would take."""
     pos = account.isolated.get(inst.inst_id)
     cost = px * sz if px is not None else fill_notional
     if pos is not None and pos.long != is_buy:
@@ -105,11 +114,11 @@ def order_terms(
             raise Rejected("margin_ccy_fixed", f"resting isolated orders on {inst.inst_id} margin in {order.mgn_ccy}")
         if order.is_buy != is_buy:
             raise Rejected("opposite_orders_pending", f"isolated {order.cl_ord_id} opens the other side")
+    if inst.inst_id not in state.marks:
+        raise Rejected("no_mark_price", f"opening an isolated position needs a mark price for {inst.inst_id}")
     lever = iso_lever(account, inst)
-    in_base = mgn_ccy == inst.base
-    value = sz if in_base else cost
-    im = margin.initial_margin(value, lever, decimals[mgn_ccy])
-    if im <= 0:
+    order_cost = order_frozen(state, inst, mgn_ccy, is_buy, sz, px, levels, lever)
+    if order_cost.im <= 0:
         raise Rejected("invalid_sz", "the order is too small to need any margin")
     debt = (iso_debt(pos) if pos is not None else ZERO) + (cost if is_buy else sz)
     for order in pending:
@@ -120,9 +129,13 @@ def order_terms(
         shown = f"position debt would be {fmt(debt)} {ccy_debt}, above {fmt(cap)} at {fmt(lever)}x"
         raise Rejected("borrow_limit", shown)
     free = account.free(mgn_ccy)
-    if free < im:
-        raise Rejected("insufficient_balance", f"initial margin {fmt(im)} {mgn_ccy}, {fmt(free)} available")
-    return OrderTerms(im, POS_SIDE, mgn_ccy, lever, False)
+    if free < order_cost.frozen:
+        raise Rejected("insufficient_balance", shortfall_message(order_cost, mgn_ccy, free, is_buy, px))
+    if account.at_risk():  # the margin leaves the cross account when the order fills
+        failure = check_initial_margin(state, account, out={mgn_ccy: order_cost.frozen})
+        if failure is not None:
+            raise Rejected(*failure)
+    return OrderTerms(order_cost.frozen, POS_SIDE, mgn_ccy, lever, False)
 
 
 def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decimal) -> None:
@@ -139,20 +152,7 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
                 long=order.is_buy,
             )
         )  # fmt: skip
-    places = state.assets[order.mgn_ccy].decimals
-    in_base = order.mgn_ccy == inst.base
-    after = order.filled_value + margin.opening_value(sz, order.px, px, in_base)
-    posted = margin.initial_margin(after, order.lever, places) - margin.initial_margin(
-        order.filled_value, order.lever, places
-    )
-    posted = min(posted, order.frozen)
-    if posted > 0:
-        ctx.emit(
-            ev.PositionMarginChanged(
-                acct=acct, instId=inst.inst_id, posSide=POS_SIDE, ccy=order.mgn_ccy, amt=posted, reason="open",
-                orderId=order.order_id,
-            )
-        )  # fmt: skip
+    post_margin(ctx, order, inst, POS_SIDE, sz, px)
     ccy, amt = (inst.quote, px * sz) if order.is_buy else (inst.base, sz)
     ctx.emit(ev.PositionBorrowed(acct=acct, instId=inst.inst_id, ccy=ccy, amt=amt))
 
@@ -240,6 +240,10 @@ def adjust_margin(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition
         free = account.free(mgn_ccy)
         if free < amt:
             raise Rejected("insufficient_balance", f"add {fmt(amt)} {mgn_ccy}: {fmt(free)} available")
+        if account.at_risk():  # the margin leaves the cross account: as a withdrawal, within its IM
+            failure = check_initial_margin(ctx.state, account, out={mgn_ccy: amt})
+            if failure is not None:
+                raise Rejected(*failure)
     else:
         mark = ctx.state.marks.get(inst.inst_id)
         if mark is None:

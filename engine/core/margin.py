@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Final
 
-from engine.core.money import NEAR, ONE, UP, ZERO, div_up, quantum, round_down, round_up
+from engine.core.money import DOWN, NEAR, ONE, UP, ZERO, div_up, quantum, round_down, round_up
 from engine.core.state import TierRow
 
 #: Margin-call threshold (300 %) and liquidation threshold (100 %), spec §4 decisions 5 and 6.
@@ -236,6 +236,103 @@ def opening_value(qty: Decimal, limit_px: Decimal | None, fill_px: Decimal, in_b
     if in_base:
         return qty
     return qty * (limit_px if limit_px is not None else fill_px)
+
+
+def open_loss(qty: Decimal, px: Decimal, mark: Decimal, is_buy: bool) -> Decimal:
+    """Open loss of ``qty`` base units (SWAP: ``contracts·ctVal``) traded at ``px`` against the
+    mark ``P`` (spec §1.2, Binance): ``qty·max(0, s·(px − P))``, ``s`` = +1 buy, −1 sell — a
+    buy above the mark or a sell below it is worth less at the mark than it cost. In the quote
+    (settlement) currency; exact, or rounded up at 50 significant digits beyond that."""
+    gap = px - mark if is_buy else mark - px
+    return UP.multiply(qty, gap) if gap > 0 else ZERO
+
+
+def assumed_price(px: Decimal, mark: Decimal | None, is_buy: bool) -> Decimal:
+    """The price an opening order's initial margin is computed at (Binance's "assuming
+    price"): the order's price for a buy; ``max(px, P)`` for a sell, whose base debt (or
+    short exposure) is valued at the mark. Without a mark: the order's price."""
+    if is_buy or mark is None or px >= mark:
+        return px
+    return mark
+
+
+def opening_cost(
+    qty: Decimal, basis_px: Decimal, fill_px: Decimal, mark: Decimal | None, is_buy: bool, in_base: bool,
+    lever: Decimal,
+) -> tuple[Decimal, Decimal]:  # fmt: skip
+    """What an opening fill of ``qty`` base units adds to its order's ``(value, loss)``, from
+    which :func:`order_cost` gives the margin (spec §1.2's order cost, ``IM(assumed price) +
+    open loss``); posted fill by fill as ``cost(after) − cost(before)`` so that splitting a
+    fill never changes it.
+
+    * quote margin and SWAP: ``value = qty·A``, ``A = assumed_price(basis)``;
+      ``loss = L·OL``, ``OL = open_loss(qty, fill_px, P)``; margin ``(value + loss) / L``;
+    * base margin (spot): ``value = qty``; ``loss = L·OL + qty·max(0, basis − P)`` for a buy
+      (its quote debt ``qty·basis`` valued at the mark is more than ``qty`` base), ``L·OL``
+      for a sell (its debt is the base itself); margin ``value/L + loss/(P·L)`` in base.
+
+    ``basis_px`` is the order's limit price (a market order: the fill price), ``fill_px`` the
+    fill's, ``P`` the mark when the fill happens (``None``: no mark, no loss). A buy at or
+    below the mark or a sell at or above it has no loss: ``value`` is then spec §1.2's margin
+    base — ``qty`` (base margin) or ``qty·basis`` — and the margin is the spec's ``IM``.
+
+    Each fill so margined adds to its position, valued at the mark, at least ``D/L`` of
+    equity (fees aside), ``D`` being what the fill makes the position owe at the mark (spot:
+    the quote borrowed, or the base borrowed × P; SWAP: its notional at the mark)."""
+    if mark is None:
+        return (qty if in_base else qty * basis_px), ZERO
+    loss = UP.multiply(lever, open_loss(qty, fill_px, mark, is_buy))
+    if not in_base:
+        return qty * assumed_price(basis_px, mark, is_buy), loss
+    if is_buy and basis_px > mark:
+        loss = UP.add(loss, UP.multiply(qty, basis_px - mark))
+    return qty, loss
+
+
+def order_cost(
+    value: Decimal, loss: Decimal, mark: Decimal | None, in_base: bool, lever: Decimal, decimals: int
+) -> Decimal:
+    """Margin of an isolated opening order (or of its fills so far) from :func:`opening_cost`'s
+    sums, rounded **up** at the margin currency's ``decimals``: ``(value + loss) / L`` (quote
+    margin, SWAP) or ``value/L + loss/(P·L)`` (base margin; computed as one quotient, numerator
+    rounded up and denominator down at 50 digits — exact at realistic sizes)."""
+    if not loss:
+        return div_up(value, lever, decimals)
+    if not in_base:
+        return div_up(UP.add(value, loss), lever, decimals)
+    assert mark is not None
+    return div_up(UP.add(UP.multiply(value, mark), loss), DOWN.multiply(mark, lever), decimals)
+
+
+def book_walk_cost(
+    levels: Iterable[tuple[Decimal, Decimal]], size: Decimal, unit: Decimal, mark: Decimal | None, is_buy: bool
+) -> tuple[Decimal, Decimal, Decimal, Decimal]:  # fmt: skip
+    """:func:`book_walk` for a market order that opens: ``(filled, notional, value, OL)`` with
+    ``value = Σ q·assumed_price(px)`` and ``OL = Σ open_loss(q, px, P)`` over the levels it
+    would take, ``q`` = the level's size × ``unit`` (base units; SWAP: ``ctVal``)."""
+    filled = notional = value = loss = ZERO
+    for price, available in levels:
+        take = min(available, size - filled)
+        filled += take
+        notional += take * price
+        qty = take * unit
+        value += qty * assumed_price(price, mark, is_buy)
+        if mark is not None:
+            loss = UP.add(loss, open_loss(qty, price, mark, is_buy))
+        if filled >= size:
+            break
+    return filled, notional, value, loss
+
+
+def beyond_band(px: Decimal, mark: Decimal, band: Decimal, is_buy: bool) -> bool:
+    """Price band (``pxBand``, docs/decisions.md): a buy above ``P·(1 + band)`` or a sell
+    below ``P·(1 − band)`` is beyond it. Only the aggressive direction is limited."""
+    return px > mark * (ONE + band) if is_buy else px < mark * (ONE - band)
+
+
+def band_edge(mark: Decimal, band: Decimal, is_buy: bool) -> Decimal:
+    """The worst price within the band: ``P·(1 + band)`` for a buy, ``P·(1 − band)`` for a sell."""
+    return mark * (ONE + band) if is_buy else mark * (ONE - band)
 
 
 def max_reducible(assigned: Decimal, base_margin: Decimal, upl: Decimal, reduce_ratio: Decimal) -> Decimal:

@@ -8,9 +8,14 @@ Rules (``spec/domain.md`` §0.5):
 * prices are integer multiples of the instrument's tick and sizes of its lot (validated at the
   door, never rounded).
 
-Multiplication of two decimals held at asset precision is exact as long as the result has at
-most :data:`PRECISION` significant digits; the engine's contexts trap ``Inexact`` on ``EXACT``
-so an accidental rounding in a product would halt rather than drift. Divisions use the directed
+Products and sums are computed in :data:`EXACT`, which traps ``Inexact``: an accidental rounding
+would halt rather than drift. Its precision (:data:`EXACT_PRECISION`, 200 digits) is far above
+what any chain of the engine's products needs — a wire decimal has at most 36 significant
+digits (18 + 18), a directed quotient 50, and the longest chains (a risk band: a quotient times
+a tier rate times a price and a size) stay below 160 — so a valid command is never halted for
+want of digits (fuzz finding: a 36-digit mark times a borrow overflowed 50 digits and halted the
+engine on every restart). Raising it changes no result: a product exact at 50 digits has the
+same value at 200. Divisions use the directed
 contexts :data:`UP` / :data:`DOWN`; a directed rounding at 50 digits followed by a directed
 quantize in the same direction equals the exact directed rounding (ceil∘ceil = ceil), so the
 two-step rounding below is exact.
@@ -32,10 +37,12 @@ from decimal import (
 from typing import Final
 
 PRECISION: Final = 50
+#: Digits of :data:`EXACT` (products and sums; see the module doc).
+EXACT_PRECISION: Final = 200
 
 #: Products and sums that must be exact: any rounding raises ``decimal.Inexact``.
 EXACT: Final = Context(
-    prec=PRECISION, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact]
+    prec=EXACT_PRECISION, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact]
 )
 #: Divisions for amounts owed.
 UP: Final = Context(prec=PRECISION, rounding=ROUND_CEILING, traps=[InvalidOperation, DivisionByZero, Overflow])
@@ -107,7 +114,7 @@ def fmt(value: Decimal | None) -> str:
 
 def use_engine_context() -> None:
     """Make :data:`EXACT` this thread's decimal context: any bare operator that would round
-    (a product past 50 digits, a non-terminating ``/``) raises instead of drifting. Called by
+    (a product past 200 digits, a non-terminating ``/``) raises instead of drifting. Called by
     every entry point that folds or decides (engine, projections, replay)."""
     from decimal import setcontext
 

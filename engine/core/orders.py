@@ -16,6 +16,15 @@ size for sells) and never borrow; ``cross`` orders freeze nothing — the initia
 (``risk.check_initial_margin``) is made at placement assuming all the account's resting cross
 orders fill, and a fill borrows automatically whatever the free cash does not cover. A cross
 sell is refused when the VWAP of walking the book for its size is below 95 % of the best bid.
+Isolated and SWAP orders: ``engine.core.isolated``, ``engine.core.swap`` (order cost with the
+open loss against the mark, ``engine.core.opening``).
+
+**Price band** (``pxBand``, docs/decisions.md 31c): with a mark, a limit-type order priced
+beyond ``P·(1 ± band)`` on its aggressive side is refused (``price_band``) and a market order
+walks the book no further. **The fill guard** (``engine.core.fill_guard``): before each fill,
+the taker (unless a liquidation order) and then the maker are checked at the mark; a refused
+taker's rest is canceled with the guard's reason and matching stops, a refused maker is canceled
+and matching continues (as self-trade prevention).
 """
 
 from __future__ import annotations
@@ -23,10 +32,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
-from engine.core import isolated, margin
+from engine.core import fill_guard, isolated, margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_borrow
-from engine.core.money import NEAR, ZERO, is_multiple
+from engine.core.money import NEAR, ZERO, fmt, is_multiple
 from engine.core.risk import check_initial_margin
 from engine.core.state import Account, Instrument, Order, State
 from events import journal as ev
@@ -89,18 +98,29 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
         if cmd.px is None:
             raise Rejected("missing_px", f"px is required for {cmd.ordType} orders")
         px = _decimal_field(cmd.px, "px", inst.tick, "tickSz")
+    mark = state.marks.get(cmd.instId)
+    walk_limit = px
+    if inst.px_band is not None and mark is not None:
+        edge = margin.band_edge(mark, inst.px_band, is_buy)
+        if px is None:
+            walk_limit = edge  # a market order walks the book no further than the band
+        elif margin.beyond_band(px, mark, inst.px_band, is_buy):
+            shown = f"{cmd.side} at {fmt(px)} is beyond the price band: {fmt(edge)} (mark {fmt(mark)} ± {inst.px_band})"
+            raise Rejected("price_band", shown)
     if cmd.ordType == "post_only" and next(walk_book(inst, is_buy, cmd.acct, px), None) is not None:
         raise Rejected("post_only_would_cross", f"post_only {cmd.side} at {px} would take liquidity")
-    fill_sz, fill_notional = margin.book_walk(walk_book(inst, is_buy, cmd.acct, px), sz)
+    fill_sz, fill_notional = margin.book_walk(walk_book(inst, is_buy, cmd.acct, walk_limit), sz)
+    levels = walk_book(inst, is_buy, cmd.acct, walk_limit)  # (a generator, used by market orders only)
     if swap:
         from engine.core import swap as perps
 
-        terms = perps.order_terms(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional)
+        terms = perps.order_terms(state, account, inst, cmd, is_buy, sz, px, levels)
     elif cmd.tdMode == "isolated":
         if not is_buy:
             _sell_guard(inst, fill_sz, fill_notional)
-        decimals = {inst.base: state.assets[inst.base].decimals, inst.quote: state.assets[inst.quote].decimals}
-        terms = isolated.order_terms(account, inst, is_buy, sz, px, fill_notional, cmd.ccy, cmd.reduceOnly, decimals)
+        terms = isolated.order_terms(
+            state, account, inst, is_buy, sz, px, fill_notional, cmd.ccy, cmd.reduceOnly, levels
+        )
     else:
         terms = isolated.OrderTerms(
             _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional), "", "", None, False
@@ -169,6 +189,12 @@ def _check_funds(
         free = bal.cash - bal.frozen if bal else ZERO
         if free < spend:
             raise Rejected("insufficient_balance", f"needs {spend} {spend_ccy}, {free} available")
+        if account.at_risk():  # the trade moves the cross account's equity (valued at the mark)
+            received = (sz if px is not None else fill_sz) if is_buy else (px * sz if px is not None else fill_notional)
+            inflow = {inst.base if is_buy else inst.quote: received, spend_ccy: -spend}
+            failure = check_initial_margin(state, account, inflow=inflow)
+            if failure is not None:
+                raise Rejected(*failure)
         return spend if px is not None else ZERO
     if not is_buy:
         _sell_guard(inst, fill_sz, fill_notional)
@@ -254,11 +280,12 @@ def _borrow_for_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: 
         emit_borrow(ctx, order.acct, ccy, need - free, auto=True)
 
 
-def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -> None:
+def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False, repays: bool = False) -> None:
     """Match ``order`` against the opposite side, best price first, FIFO within a level. It
     stops when the order is filled, the book side is empty or beyond the limit, or the order is
     gone (a closing fill that repays an isolated position releases it, and that cancels the
-    position's orders, this one included)."""
+    position's orders, this one included). ``repays``: a cross ``close_position`` order, whose
+    proceeds repay the debt right after (the fill guard counts that repayment)."""
     state = ctx.state
     orders = state.orders
     levels = inst.book.asks if order.is_buy else inst.book.bids
@@ -282,6 +309,15 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
                 if not order.remaining or order.order_id not in state.orders:
                     break
                 continue
+        if not liquidation:  # the fill guard (engine.core.fill_guard): the taker first ...
+            refusal = fill_guard.check(state, order, inst, sz, px, inst.taker_fee, repays)
+            if refusal is not None:
+                _cancel(ctx, order, *refusal)
+                break
+        refusal = fill_guard.check(state, maker, inst, sz, px, inst.maker_fee)
+        if refusal is not None:  # ... then the maker, canceled like a self-trade
+            _cancel(ctx, maker, *refusal)
+            continue
         if maker.td_mode != "cash":
             _before_fill(ctx, maker, inst, sz, px, inst.maker_fee)
             ctx.touch(maker.acct)
@@ -337,7 +373,7 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False) -
         ctx.touch(order.acct)
 
 
-def _cancel(ctx: Ctx, order: Order, reason: str) -> None:
+def _cancel(ctx: Ctx, order: Order, reason: str, message: str = "") -> None:
     ctx.emit(
         ev.OrderCanceled(
             orderId=order.order_id,
@@ -346,6 +382,7 @@ def _cancel(ctx: Ctx, order: Order, reason: str) -> None:
             clOrdId=order.cl_ord_id,
             remaining=order.remaining,
             reason=reason,
+            message=message,
         )
     )
 
@@ -409,7 +446,7 @@ def submit_market_order(
         )
     )
     order = state.orders[order_id]
-    match(ctx, order, inst, liquidation=purpose in ("liq", "liquidation"))
+    match(ctx, order, inst, liquidation=purpose in ("liq", "liquidation"), repays=purpose == "close")
     filled = order.sz - order.remaining
     if order.remaining and order_id in state.orders:
         _cancel(ctx, order, "ioc")

@@ -9,6 +9,7 @@ Listing rules checked here (a refusal names the field):
 * exactness: a lot must be representable at the base asset's precision and a tick × lot
   notional at the quote asset's precision, so that every fill's amounts are exact;
 * fees: ``takerFee`` < 1, ``makerFee`` > −1 and ``makerFee ≤ takerFee``;
+* ``pxBand`` (optional, docs/decisions.md 31c) a fraction within (0, 1);
 * tiers numbered 1, 2, … with increasing limits, ``0 < mmr < imr ≤ 1`` and
   ``1 ≤ maxLever ≤ instrument maxLever``; SPOT rows need ``maxBorrowBase`` and
   ``maxBorrowQuote``, SWAP rows ``maxSz``.
@@ -104,6 +105,8 @@ def list_instrument(ctx: Ctx, cmd: ListInstrument) -> None:
     if max_lever < 1:
         raise Rejected("invalid_maxLever", f"maxLever must be at least 1, got {cmd.maxLever}")
     _check_tiers(cmd, max_lever)
+    if isinstance(cmd.pxBand, str) and not (0 < Decimal(cmd.pxBand) < 1):
+        raise Rejected("invalid_pxBand", f"pxBand {cmd.pxBand} must be a fraction within (0, 1)")
     before = dict(state.margin_inst)
     ctx.emit(ev.InstrumentListed(spec=cmd))
     _restale_debtors(ctx, before)

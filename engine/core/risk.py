@@ -102,20 +102,40 @@ def account_risk(state: State, account: Account, with_imr: bool = False) -> Acco
     return AccountRisk(equity, required, imr, legs)
 
 
-def cross_perp_terms(state: State, account: Account, lever: tuple[str, Decimal] | None) -> tuple[Decimal, Decimal]:
+#: A hypothetical change of one cross perpetual position, for :func:`margin_excess`:
+#: ``(instId, posSide, contracts after)`` — its initial margin is taken at the new size (its
+#: uPnL change travels as ``extra_equity``).
+PerpChange = tuple[str, str, Decimal]
+
+
+def cross_perp_terms(
+    state: State, account: Account, lever: tuple[str, Decimal] | None, change: PerpChange | None = None,
+    resting: bool = True,
+) -> tuple[Decimal, Decimal]:  # fmt: skip
     """``(Σ uPnL, Σ initial margin)`` of the account's cross perpetuals: every position at
-    ``|q|·ctVal·P / L`` (mark; entry before the first mark) and every resting cross SWAP order
-    in full at its limit price (``Account.swap_im``: as if all of them opened, §1.2)."""
+    ``|q|·ctVal·P / L`` (mark; entry before the first mark) and, if ``resting``, every resting
+    cross SWAP order in full at its limit price (``Account.swap_im``: as if all of them
+    opened, §1.2). ``change`` replaces one position's size (``margin_excess``)."""
     upl = im = ZERO
-    for (inst_id, _), pos in account.perps.items():
+    changed = change is None
+    for (inst_id, side), pos in account.perps.items():
         if pos.mgn_mode != "cross":
             continue
         inst = state.instruments[inst_id]
         mark = state.marks.get(inst_id, pos.avg_px)
         lev = lever[1] if lever is not None and lever[0] == inst_id else account.leverage.get(inst_id, inst.max_lever)
         upl += margin.perp_upl(pos.qty, inst.ct_val, mark, pos.avg_px)
-        im += margin.initial_margin(abs(pos.qty) * inst.ct_val * mark, lev, REQUIREMENT_PLACES)
-    return upl, im + account.swap_im
+        size = abs(pos.qty)
+        if change is not None and change[0] == inst_id and change[1] == side:
+            size, changed = abs(change[2]), True
+        im += margin.initial_margin(size * inst.ct_val * mark, lev, REQUIREMENT_PLACES)
+    if not changed:
+        assert change is not None
+        inst = state.instruments[change[0]]
+        mark = state.marks[change[0]]
+        lev = account.leverage.get(change[0], inst.max_lever)
+        im += margin.initial_margin(abs(change[2]) * inst.ct_val * mark, lev, REQUIREMENT_PLACES)
+    return upl, im + (account.swap_im if resting else ZERO)
 
 
 def _fits_without_borrowing(account: Account, out: dict[str, Decimal] | None) -> bool:
@@ -148,6 +168,7 @@ def check_initial_margin(
     borrow: dict[str, Decimal] | None = None,
     lever: tuple[str, Decimal] | None = None,
     perp_im: Decimal = ZERO,
+    open_loss: Decimal = ZERO,
 ) -> tuple[str, str] | None:
     """Would the account still meet its initial margin? ``None`` if yes, else ``(reason, message)``.
 
@@ -157,20 +178,67 @@ def check_initial_margin(
     What leaves beyond the free cash (``cash − frozen``) is borrowed. Conditions, per debt
     currency ``c`` after that: ``D_c ≤`` the tier cap for the leverage (§1.8), and over all
     currencies ``equity' ≥ Σ D_c·P_c·max(1/L, imr_tier) + perpetual IM`` with
-    ``equity' = equity + Σ (in − out)·P + Σ perpetual uPnL`` (``cross_perp_terms``; ``perp_im``
-    is a new SWAP order's).
+    ``equity' = equity + Σ (in − out)·P + Σ perpetual uPnL`` (``cross_perp_terms``); a new SWAP
+    order adds its initial margin ``perp_im`` and its open loss against the mark ``open_loss``
+    (spec §1.2; the flows of a spot order are valued at the mark, which counts its open loss).
     """
-    perps = (
-        bool(account.perps)
-        or perp_im > 0
-        or any(
-            o.td_mode == "cross" and state.instruments[o.inst_id].inst_type == "SWAP" for o in account.orders.values()
-        )
-    )
+    # resting cross SWAP orders that may open reserve ``swap_im`` (the others need nothing): the
+    # aggregate says whether any rests, without scanning the account's orders
+    perps = bool(account.perps) or perp_im > 0 or account.swap_im > 0
     if not perps and borrow is None and lever is None and _fits_without_borrowing(account, out):
         return None
-    outs = dict(account.cross_out)
-    ins = dict(account.cross_in)
+    result = margin_excess(state, account, out, inflow, borrow, lever, perp_im + open_loss, perps=perps, resting=True)
+    if isinstance(result, tuple):
+        return result
+    if result.excess < 0:
+        equity, required = result.equity, result.required
+        shown = f"equity {fmt(round_down(equity, 8))} would be below the initial margin {fmt(round_up(required, 8))}"
+        if open_loss:
+            shown += f" (it includes the order's open loss against the mark, {fmt(round_up(open_loss, 8))})"
+        return "insufficient_margin", shown
+    return None
+
+
+class Excess:
+    """The figures of :func:`margin_excess`: ``equity'`` and ``required'`` (initial margin),
+    valued at the mark; ``excess = equity' − required'``."""
+
+    __slots__ = ("equity", "excess", "required")
+
+    def __init__(self, equity: Decimal, required: Decimal) -> None:
+        self.equity = equity
+        self.required = required
+        self.excess = equity - required
+
+
+def margin_excess(
+    state: State,
+    account: Account,
+    out: dict[str, Decimal] | None = None,
+    inflow: dict[str, Decimal] | None = None,
+    borrow: dict[str, Decimal] | None = None,
+    lever: tuple[str, Decimal] | None = None,
+    required_extra: Decimal = ZERO,
+    *,
+    perps: bool | None = None,
+    resting: bool = False,
+    change: PerpChange | None = None,
+    extra_equity: Decimal = ZERO,
+    caps: bool = True,
+    repaid: dict[str, Decimal] | None = None,
+) -> tuple[str, str] | Excess:
+    """The cross account's **excess over its initial margin** after the flows ``out``/``inflow``
+    and ``borrow`` (valued at the mark; what leaves beyond the free cash is borrowed), with the
+    resting cross orders assumed filled if ``resting`` (placement, :func:`check_initial_margin`)
+    or not (a fill, ``engine.core.fill_guard``). ``required_extra`` adds to the requirement,
+    ``extra_equity`` to the equity, ``change`` replaces one cross perpetual's size, ``repaid``
+    is debt repaid from cash right after (equity unchanged, less debt). A failure
+    ``(reason, message)`` when a debt needs a mark or a currency is not borrowable, and (with
+    ``caps``) when a debt would exceed its tier cap (§1.8)."""
+    if perps is None:
+        perps = bool(account.perps) or change is not None
+    outs = dict(account.cross_out) if resting else {}
+    ins = dict(account.cross_in) if resting else {}
     for extra, target in ((out, outs), (inflow, ins)):
         if extra:
             for ccy, amt in extra.items():
@@ -180,10 +248,12 @@ def check_initial_margin(
     ccys.update(dict.fromkeys(ins))
     if borrow:
         ccys.update(dict.fromkeys(borrow))
-    equity = required = ZERO
+    equity = extra_equity
+    required = required_extra
     if perps:
-        equity, required = cross_perp_terms(state, account, lever)
-        required += perp_im
+        upl, im = cross_perp_terms(state, account, lever, change, resting)
+        equity += upl
+        required += im
     for ccy in ccys:
         bal = account.balances.get(ccy)
         cash = bal.cash if bal else ZERO
@@ -192,6 +262,8 @@ def check_initial_margin(
         leaving = outs.get(ccy, ZERO)
         arriving = ins.get(ccy, ZERO)
         debt = owed + max(ZERO, leaving - free) + (borrow.get(ccy, ZERO) if borrow else ZERO)
+        if repaid and ccy in repaid:
+            debt = max(ZERO, debt - repaid[ccy])
         price = price_of(state, ccy)
         if price is None:
             if debt:
@@ -201,18 +273,19 @@ def check_initial_margin(
         if not debt:
             continue
         if ccy not in state.margin_inst:
-            return "not_borrowable", f"{ccy} is not a currency of any SPOT instrument"
+            if caps:  # new borrowing (placement): nothing to borrow it under
+                return "not_borrowable", f"{ccy} is not a currency of any SPOT instrument"
+            continue  # a fill's debt beyond the cash: no tier table, equity only (decision 21a)
         inst, row, lev = debt_terms(state, account, ccy, debt)
         if lever is not None and lever[0] == inst.inst_id:
             lev = lever[1]
-        cap = margin.spot_borrow_cap(inst.tiers, lev, ccy == inst.base)
-        if debt > cap:
-            return "borrow_limit", f"{ccy} debt would be {fmt(debt)}, above the limit {fmt(cap)} at leverage {fmt(lev)}"
+        if caps:
+            cap = margin.spot_borrow_cap(inst.tiers, lev, ccy == inst.base)
+            if debt > cap:
+                shown = f"{ccy} debt would be {fmt(debt)}, above the limit {fmt(cap)} at leverage {fmt(lev)}"
+                return "borrow_limit", shown
         required += margin.initial_requirement(debt * price, lev, row)
-    if equity < required:
-        shown = f"equity {fmt(round_down(equity, 8))} would be below the initial margin {fmt(round_up(required, 8))}"
-        return "insufficient_margin", shown
-    return None
+    return Excess(equity, required)
 
 
 def cross_threshold_price(state: State, account: Account, ccy: str, threshold: Decimal) -> Decimal | None:

@@ -55,6 +55,9 @@ class _Order(msgspec.Struct, array_like=True):
     lever: Decimal
     reduce: bool
     filled_value: Decimal
+    #: Added after version 3 was written: a trailing field with a default, so version-3
+    #: snapshots (no open-loss tracking: 0) still restore.
+    filled_loss: Decimal = Decimal(0)
 
 
 class _Balance(msgspec.Struct, array_like=True):
@@ -210,6 +213,7 @@ def capture(state: State) -> Snapshot:
             o.lever,
             o.reduce,
             o.filled_value,
+            o.filled_loss,
         )
         for o in state.orders.values()
     ]
@@ -331,7 +335,7 @@ def restore(data: bytes) -> State:
         )
         order.remaining = so.remaining
         order.pos_side, order.mgn_ccy, order.lever = so.pos_side, so.mgn_ccy, so.lever
-        order.reduce, order.filled_value = so.reduce, so.filled_value
+        order.reduce, order.filled_value, order.filled_loss = so.reduce, so.filled_value, so.filled_loss
         state.orders[order.order_id] = order
         owner = state.accounts[order.acct]
         owner.orders[(order.inst_id, order.cl_ord_id)] = order

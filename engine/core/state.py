@@ -71,6 +71,7 @@ class Instrument:
         "maker_fee",
         "max_lever",
         "min_sz",
+        "px_band",
         "quote",
         "reduce_margin_ratio",
         "settle",
@@ -97,6 +98,7 @@ class Instrument:
         tiers: tuple[TierRow, ...],
         liq_fee: Decimal,
         reduce_margin_ratio: Decimal,
+        px_band: Decimal | None = None,
     ) -> None:
         self.inst_id = inst_id
         self.inst_type = inst_type
@@ -113,6 +115,9 @@ class Instrument:
         self.tiers = tiers
         self.liq_fee = liq_fee
         self.reduce_margin_ratio = reduce_margin_ratio
+        #: Price band (``pxBand``): orders and fills beyond ``mark·(1 ± band)`` are refused;
+        #: ``None``: no band (docs/decisions.md 31c).
+        self.px_band = px_band
         self.book = OrderBook()
         #: The validated ``list_instrument`` command this instrument was built from (snapshots).
         self.spec: object = None
@@ -139,6 +144,7 @@ class Order:
     __slots__ = (
         "acct",
         "cl_ord_id",
+        "filled_loss",
         "filled_value",
         "frozen",
         "inst_id",
@@ -193,8 +199,12 @@ class Order:
         self.lever = ZERO
         #: True when the order closes (reduces) a position instead of opening one.
         self.reduce = False
-        #: Σ value filled so far, in the unit the margin is computed on (see ``engine.core.isolated``).
+        #: Isolated opening orders: Σ over fills of the margin base — the quantity (base margin)
+        #: or ``qty·A`` at the assumed price (``margin.assumed_price``) — and of the open-loss
+        #: part ``L·OL`` (+ the base debt surplus, base margin) in quote units; the margin
+        #: posted so far is ``margin.order_cost`` of both (see ``margin.opening_cost``).
         self.filled_value = ZERO
+        self.filled_loss = ZERO
 
 
 class PositionLedger:

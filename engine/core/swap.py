@@ -16,12 +16,15 @@ may not exceed the position.
 
 **Opening**: the resulting size (position + resting opening orders + this order) must fit the
 tier cap for the leverage (``maxSz`` of the highest tier with ``maxLever ≥ L``, §1.3 model 2).
-Isolated: initial margin ``sz·ctVal·px / L`` (limit price; market: the book walk), rounded up,
-is frozen from the account's free settlement cash while the order rests and posted at fill per
-fill as ``IM(value after) − IM(value before)`` (fill splitting never changes it). Cross: the
-account's initial-margin check (``engine.core.risk.check_initial_margin``) includes
-``|q|·ctVal·P / L`` of every cross perpetual position and of the opening part of every resting
-cross SWAP order.
+An opening order needs a mark (``no_mark_price``) and is costed on its whole size at the
+assumed price ``A`` (the limit price; a sell's at least the mark; market: the book walk) plus its
+open loss against the mark (§1.2, docs/decisions.md 31a). Isolated: that cost,
+``sz·ctVal·A / L + OL`` rounded up, is frozen from the account's free settlement cash while the
+order rests and posted per fill as ``cost(fills after) − cost(fills before)`` at the mark of
+the moment (``engine.core.opening``; fill splitting never changes it). Cross: the account's
+initial-margin check (``engine.core.risk.check_initial_margin``) includes ``|q|·ctVal·P / L`` of
+every cross perpetual position, of every resting cross SWAP order at its limit price, and the
+new order's cost. Every fill is then checked by ``engine.core.fill_guard``.
 
 **Fills** (in this order): the closing part realises P&L ``closed·ctVal·(px − E)`` (long; mirror
 for short) rounded toward −∞ (``pnl_realised``) — cross: to the account's cash; isolated: to the
@@ -44,6 +47,7 @@ beyond what receivers got (rounding) goes to the insurance fund (``funding_resid
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from engine.core import margin
@@ -51,6 +55,7 @@ from engine.core.context import Ctx, Rejected
 from engine.core.funds import amount, emit_borrow
 from engine.core.isolated import OrderTerms
 from engine.core.money import DOWN, ONE, ZERO, fmt, plain_zero, round_down, round_up
+from engine.core.opening import order_frozen, post_margin, shortfall_message
 from engine.core.risk import check_initial_margin
 from engine.core.shortfall import cover_shortfall
 from engine.core.state import Account, Instrument, Order, PerpPosition, State
@@ -103,10 +108,10 @@ def order_terms(
     is_buy: bool,
     sz: Decimal,
     px: Decimal | None,
-    fill_sz: Decimal,
-    fill_notional: Decimal,
+    levels: Iterable[tuple[Decimal, Decimal]],
 ) -> OrderTerms:
-    """Check a SWAP order and decide what it freezes (module doc)."""
+    """Check a SWAP order and decide what it freezes (module doc); ``levels``: the book walk a
+    market order would take."""
     pos_side = _pos_side(account, command.posSide)
     mode = command.tdMode
     key = (inst.inst_id, pos_side)
@@ -143,17 +148,30 @@ def order_terms(
     if same + pending + opening > cap:
         shown = f"position would reach {fmt(same + pending + opening)} contracts, above {fmt(cap)} at {fmt(lever)}x"
         raise Rejected("position_limit", shown)
-    # isolated net-mode orders freeze margin for their whole size: the position may have shrunk
-    # by the time they fill, so that more of the order opens than at placement
-    notional = px * sz if px is not None else fill_notional
+    mark = state.marks.get(inst.inst_id)
+    if mark is None:
+        raise Rejected("no_mark_price", f"opening a {inst.inst_id} position needs a mark price for it")
+    # net-mode orders are costed on their whole size: the position may have shrunk by the time
+    # they fill, so that more of the order opens than at placement
     places = state.assets[inst.settle].decimals
-    im = margin.initial_margin(notional * inst.ct_val, lever, places)
     if mode == "isolated":
+        cost = order_frozen(state, inst, inst.settle, is_buy, sz, px, levels, lever)
         free = account.free(inst.settle)
-        if im <= 0 or free < im:
-            raise Rejected("insufficient_balance", f"initial margin {fmt(im)} {inst.settle}, {fmt(free)} available")
-        return OrderTerms(im, pos_side, inst.settle, lever, reduce)
-    failure = check_initial_margin(state, account, perp_im=im)
+        if cost.im <= 0 or free < cost.frozen:
+            raise Rejected("insufficient_balance", shortfall_message(cost, inst.settle, free, is_buy, px))
+        if account.at_risk():  # the margin leaves the cross account when the order fills
+            failure = check_initial_margin(state, account, out={inst.settle: cost.frozen})
+            if failure is not None:
+                raise Rejected(*failure)
+        return OrderTerms(cost.frozen, pos_side, inst.settle, lever, reduce)
+    # cross: IM at the assumed price plus the open loss against the mark (spec §1.2), whole size
+    if px is not None:
+        value = sz * inst.ct_val * margin.assumed_price(px, mark, is_buy)
+        loss = margin.open_loss(sz * inst.ct_val, px, mark, is_buy)
+    else:
+        _, _, value, loss = margin.book_walk_cost(levels, sz, inst.ct_val, mark, is_buy)
+    im = margin.initial_margin(value, lever, places)
+    failure = check_initial_margin(state, account, perp_im=im, open_loss=loss)
     if failure is not None:
         raise Rejected(*failure)
     return OrderTerms(ZERO, pos_side, "", lever, reduce)
@@ -210,18 +228,7 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
             )
         )  # fmt: skip
     if order.td_mode == "isolated":
-        value = margin.opening_value(opening * inst.ct_val, order.px, px, False)
-        posted = margin.initial_margin(order.filled_value + value, order.lever, places) - margin.initial_margin(
-            order.filled_value, order.lever, places
-        )
-        posted = min(posted, order.frozen)
-        if posted > 0:
-            ctx.emit(
-                ev.PositionMarginChanged(
-                    acct=acct, instId=inst.inst_id, posSide=order.pos_side, ccy=settle, amt=posted, reason="open",
-                    orderId=order.order_id,
-                )
-            )  # fmt: skip
+        post_margin(ctx, order, inst, order.pos_side, opening * inst.ct_val, px)
 
 
 def _make_whole(ctx: Ctx, account: Account, inst: Instrument, pos: PerpPosition) -> None:
@@ -284,6 +291,10 @@ def adjust_margin(ctx: Ctx, account: Account, inst: Instrument, command: cmd.Adj
         free = account.free(inst.settle)
         if free < amt:
             raise Rejected("insufficient_balance", f"add {fmt(amt)} {inst.settle}: {fmt(free)} available")
+        if account.at_risk():  # the margin leaves the cross account: as a withdrawal, within its IM
+            failure = check_initial_margin(ctx.state, account, out={inst.settle: amt})
+            if failure is not None:
+                raise Rejected(*failure)
     else:
         mark = state.marks.get(inst.inst_id)
         if mark is None:
