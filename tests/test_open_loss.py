@@ -130,6 +130,40 @@ def test_regression_isolated_spot_short_into_a_low_bid() -> None:
     assert engine.state.written_off == {}
 
 
+#: Found by ``test_static_marks_never_liquidate`` after the fill guard landed: victor's 10×
+#: isolated spot short of 0.0062 BTC at the mark (48,000) sits just below its initial margin
+#: (the opening fee), then his ``close_position`` buys back into a stale ask at 52,800 — exactly
+#: ``mark·(1 + 1/L)``, where the first rule ``X' ≥ min(X, 0)`` still held with equality.
+STEPPED_CLOSE_INTO_A_STALE_ASK = b"""\
+{"type":"list_asset","ts":1,"id":"a1","ccy":"USDT","decimals":8}
+{"type":"list_asset","ts":2,"id":"a2","ccy":"BTC","decimals":8}
+{"type":"list_instrument","ts":3,"id":"i1","instId":"BTC-USDT","instType":"SPOT","baseCcy":"BTC","quoteCcy":"USDT","tickSz":"0.1","lotSz":"0.0001","minSz":"0.0001","makerFee":"0.0008","takerFee":"0.001","maxLever":"10","tiers":[{"tier":1,"maxBorrowBase":"5","maxBorrowQuote":"300000","mmr":"0.04","imr":"0.1","maxLever":"10"}]}
+{"type":"mark_price","ts":4,"instId":"BTC-USDT","markPx":"48000"}
+{"type":"deposit","ts":5,"id":"d1","acct":"victor","ccy":"USDT","amt":"200"}
+{"type":"deposit","ts":6,"id":"d2","acct":"mallory","ccy":"USDT","amt":"297.6"}
+{"type":"place_order","ts":7,"id":"o1","acct":"mallory","instId":"BTC-USDT","clOrdId":"fair","side":"buy","ordType":"limit","px":"48000","sz":"0.0062","tdMode":"cash"}
+{"type":"place_order","ts":8,"id":"o2","acct":"victor","instId":"BTC-USDT","clOrdId":"short","side":"sell","ordType":"market","sz":"0.0062","tdMode":"isolated"}
+{"type":"deposit","ts":9,"id":"d3","acct":"mallory","ccy":"BTC","amt":"0.0062"}
+{"type":"place_order","ts":10,"id":"o3","acct":"mallory","instId":"BTC-USDT","clOrdId":"stale","side":"sell","ordType":"limit","px":"52800","sz":"0.0062","tdMode":"cash"}
+{"type":"close_position","ts":11,"id":"c1","acct":"victor","instId":"BTC-USDT","mgnMode":"isolated"}
+""".splitlines()
+
+
+def test_regression_a_close_that_keeps_the_shortfall_but_shrinks_the_debt_is_not_made() -> None:
+    """Was: the buy-back of 0.0061 BTC at 52,800 kept ``X = L·equity − D`` at −2.976 (the rule
+    was ``X' ≥ min(X, 0)``) while the debt fell from 297.6 to 4.8 USDT: equity 0.18 against
+    4.8 of debt, liquidated in the same command and 0.0001061 BTC written off — at a static
+    mark. The shortfall must shrink with the requirement now (``margin.no_worse_than_before``),
+    fee counted: the fill is not made, nothing is liquidated."""
+    engine, outcomes = run_lines(STEPPED_CLOSE_INTO_A_STALE_ASK)
+    canceled = only(events_of(outcomes[-1], ev.OrderCanceled))
+    assert canceled.reason == "insufficient_margin"
+    assert "would leave the position's equity -0.1104" in (canceled.message or "")
+    assert not events_of(outcomes[-1], ev.Traded)
+    assert not _losses(outcomes)
+    assert engine.state.written_off == {}
+
+
 def test_the_funded_stale_ask_buy_is_safe() -> None:
     """With the order cost (2,400 USDT) the same buy is made: margin 2,400 − fee 4 = 2,396, uPnL
     at the mark −2,000, equity 396 — above the initial margin at the mark (0.1·60,000/20 = 300)

@@ -17,11 +17,12 @@ left aside throughout (the cost of trading, not a loss against the mark).
    from their share of the margin, ``M·closed/|q|`` (a full close: all of ``M``) — never from
    the rest of the position or the platform. Spot: with ``X = L·equity − D`` at the mark
    (``D`` the debt's value, ``L`` the isolated leverage: ``X ≥ 0`` ⇔ equity ≥ ``D/L``), a
-   fill that leaves debt must leave ``X' ≥ min(X, 0)``.
+   fill that leaves debt must leave ``X' ≥ min(X, 0)·D'/D``, its fee counted.
 4. **Cross accounts** (cross orders, and cash orders of an account with cross debt or cross
    perpetuals; 31): with ``X`` = equity − initial margin at the mark (``risk.margin_excess``
-   without the resting-order hypothesis), the fill must leave ``X' ≥ min(X, 0)``: not below
-   the initial margin, or no worse than before. A cross ``close_position`` fill counts the
+   without the resting-order hypothesis) and ``R`` the initial margin, the fill must leave
+   ``X' ≥ min(X, 0)·min(1, R'/R)``: not below the initial margin, or a shortfall that shrinks
+   with the requirement (``margin.no_worse_than_before``). A cross ``close_position`` fill counts the
    repayment that follows it (its proceeds repay the debt in that currency). Fast paths: an
    account owing nothing that the fill makes borrow nothing; a fill at or better than the mark
    that borrows nothing and opens no perpetual.
@@ -67,7 +68,7 @@ def check(
         return _cross_swap(state, account, order, inst, sz, px, mark)
     if order.td_mode == "isolated":
         if order.reduce:
-            return _isolated_spot_close(state, account, order, inst, sz, px, mark)
+            return _isolated_spot_close(state, account, order, inst, sz, px, mark, fee_rate)
         return _opening(state, account, order, inst, sz, px)
     return _cross_spot(state, account, order, inst, sz, px, repays)
 
@@ -81,7 +82,7 @@ def _cross_rule(
     extra_equity: Decimal = ZERO,
     repaid: dict[str, Decimal] | None = None,
 ) -> Refusal | None:
-    """``X' ≥ min(X, 0)`` for the cross account (module doc, 4)."""
+    """``X' ≥ min(X, 0)·min(1, R'/R)`` for the cross account (module doc, 4)."""
     after = margin_excess(
         state, account, out, inflow, resting=False, change=change, extra_equity=extra_equity, caps=False, repaid=repaid
     )
@@ -90,7 +91,9 @@ def _cross_rule(
     if after.excess >= 0:
         return None
     before = margin_excess(state, account, resting=False, caps=False)
-    if not isinstance(before, tuple) and after.excess >= before.excess:
+    if not isinstance(before, tuple) and margin.no_worse_than_before(
+        after.excess, after.required, before.excess, before.required
+    ):
         return None
     equity, required = fmt(round_down(after.equity, 8)), fmt(round_up(after.required, 8))
     return (
@@ -195,27 +198,37 @@ def _isolated_swap(
 
 
 def _isolated_spot_close(
-    state: State, account: Account, order: Order, inst: Instrument, sz: Decimal, px: Decimal, mark: Decimal | None
+    state: State,
+    account: Account,
+    order: Order,
+    inst: Instrument,
+    sz: Decimal,
+    px: Decimal,
+    mark: Decimal | None,
+    fee_rate: Decimal,
 ) -> Refusal | None:
-    """Module doc, 3: ``X = L·equity − D`` at the mark; a fill leaving debt keeps ``X' ≥ min(X, 0)``."""
+    """Module doc, 3: with ``X = L·equity − D`` at the mark (required ``D``), a fill leaving
+    debt keeps ``X' ≥ min(X, 0)·D'/D`` (``margin.no_worse_than_before``), counting the fee it
+    pays in the currency received."""
     pos = account.isolated.get(inst.inst_id)
     if pos is None or mark is None:
         return None
     qa, ql, ba, bl = iso_assets(inst, pos)
     equity = qa - ql + (ba - bl) * mark
-    if pos.long:  # sells base; the proceeds repay the quote debt
+    if pos.long:  # sells base; the proceeds, net of the fee, repay the quote debt
         debt = ql
-        after = equity + sz * (px - mark)
-        left = debt - min(pos.quote + px * sz, debt)
-    else:  # buys base back; it repays the base debt
+        proceeds = px * sz - margin.trade_fee(px * sz, fee_rate, state.assets[inst.quote].decimals)
+        after = equity + proceeds - sz * mark
+        left = debt - min(pos.quote + proceeds, debt)
+    else:  # buys base back; what arrives net of the fee repays the base debt
         debt = bl * mark
-        after = equity + sz * (mark - px)
-        left = (bl - min(pos.base + sz, bl)) * mark
+        received = sz - margin.trade_fee(sz, fee_rate, state.assets[inst.base].decimals)
+        after = equity + received * mark - px * sz
+        left = (bl - min(pos.base + received, bl)) * mark
     if left <= 0:
         return None  # repays everything: the position is released, nothing is left at risk
     lever = iso_lever(account, inst)
-    excess_after = lever * after - left
-    if excess_after >= min(lever * equity - debt, ZERO):
+    if margin.no_worse_than_before(lever * after - left, left, lever * equity - debt, debt):
         return None
     shown = fmt(round_down(after, 8))
     return "insufficient_margin", (

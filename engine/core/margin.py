@@ -469,3 +469,22 @@ def perp_isolated_liquidation_price(
 def funding_payment(qty: Decimal, ct_val: Decimal, mark: Decimal, rate: Decimal) -> Decimal:
     """§1.14: ``q·ctVal·P·rate`` (signed contracts); positive → the holder pays (E22)."""
     return qty * ct_val * mark * rate
+
+
+def no_worse_than_before(excess_after: Decimal, required_after: Decimal, excess: Decimal, required: Decimal) -> bool:
+    """The fill guard's rule (docs/decisions.md 31): a fill may leave ``X' = equity' −
+    required'`` below zero only if the shortfall shrinks at least in proportion to the
+    requirement, ``X' ≥ min(X, 0) · min(1, R'/R)`` — the equity-to-requirement ratio never
+    falls while it is below 1. Keeping the shortfall ``X`` merely constant is not enough: a
+    position closed in steps at a price off the mark would keep ``X`` while its requirement ``R``
+    shrinks, and end with equity ``R' + X`` below maintenance, then below zero (hypothesis
+    found it at static marks). Exact: both sides multiplied out by ``R`` (no division); with
+    ``R = 0`` the old shortfall must not grow."""
+    if excess_after >= 0:
+        return True
+    if excess >= 0:
+        return False
+    if required <= 0 or required_after >= required:
+        return excess_after >= excess
+    return excess_after * required >= excess * required_after
+
