@@ -487,4 +487,3 @@ def no_worse_than_before(excess_after: Decimal, required_after: Decimal, excess:
     if required <= 0 or required_after >= required:
         return excess_after >= excess
     return excess_after * required >= excess * required_after
-
