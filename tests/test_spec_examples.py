@@ -344,10 +344,14 @@ def test_e14_binance_margin_level_path() -> None:
 
 
 def test_e23_average_entry_price() -> None:
+    """E23 on a cross margin long: 10,000 USDT of margin, so both buys borrow (a cross position
+    exists only with a liability, decision 19). Weights are net of the 0.1 % taker fee paid in
+    BTC (0.4995 and 0.2997): (0.4995·60,000 + 0.2997·62,000) / 0.7992 = 60,750, as the gross
+    weights give (the fee is proportional)."""
     h = Harness()
     h.standard_listing()
     h.mark("61000")
-    h.ok("deposit", acct="alice", ccy="USDT", amt="100000")
+    h.ok("deposit", acct="alice", ccy="USDT", amt="10000")
     h.ok("deposit", acct="mm", ccy="BTC", amt="5")
     h.ok("deposit", acct="mm", ccy="USDT", amt="100000")
     h.order("mm", "sell", "0.5", "60000", cl_ord_id="a1")
@@ -356,13 +360,15 @@ def test_e23_average_entry_price() -> None:
     h.order("mm", "sell", "0.3", "62000", cl_ord_id="a2")
     h.order("alice", "buy", "0.3", "62000", td_mode="cross")
     assert dec(h.position("alice").avgPx) == D(60750)
+    assert dec(h.position("alice").pos) == D("0.7992")
     # A partial close (cross sell of 0.4 at 63,000, resting and taken by the market maker)
-    # leaves the average unchanged.
+    # leaves the average unchanged; the one quantity is 0.7992 − 0.4 = 0.3992 everywhere.
     h.order("alice", "sell", "0.4", "63000", td_mode="cross", cl_ord_id="close")
     h.order("mm", "buy", "0.4", "63000")
     pos = h.position("alice")
     assert dec(pos.avgPx) == D(60750)
-    assert h.state.accounts["alice"].positions["BTC-USDT"].qty == D("0.4")
+    assert dec(pos.pos) == D("0.3992")
+    assert h.state.accounts["alice"].positions["BTC-USDT"].qty == D("0.3992")
 
 
 # --- E24: 95 % sell guard -------------------------------------------------------------------------

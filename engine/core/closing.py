@@ -76,7 +76,7 @@ def close_position(ctx: Ctx, cmd: ClosePosition) -> None:
         _close_long(ctx, account, inst, ledger.assets)
     else:
         _close_short(ctx, account, inst)
-    if not _owed(account, liab_ccy) and cmd.instId in account.positions:
+    if cmd.instId not in account.positions or not _owed(account, liab_ccy):
         ctx.emit(ev.PositionClosed(acct=cmd.acct, instId=cmd.instId))
     ctx.touch(cmd.acct)
 

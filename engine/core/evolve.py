@@ -149,6 +149,10 @@ def _repaid(state: State, e: ev.Repaid) -> None:
     bal.cash -= e.interest + e.principal
     bal.interest -= e.interest
     bal.liab -= e.principal
+    if account.positions:
+        for inst_id, ledger in list(account.positions.items()):
+            if not ledger.qty:
+                _prune(account, inst_id, ledger, state.instruments[inst_id])
     _exposure(state, account)
 
 
@@ -334,24 +338,69 @@ def _finish(state: State, order: Order) -> None:
     del state.accounts[order.acct].orders[(order.inst_id, order.cl_ord_id)]
 
 
-def _ledger_fill(account: Account, inst_id: str, is_buy: bool, sz: Decimal, px: Decimal, received: Decimal) -> None:
-    ledger = account.positions.get(inst_id)
-    if ledger is None:
-        ledger = account.positions[inst_id] = PositionLedger()
-    qty = ledger.qty
-    if qty == 0 or (qty > 0) == is_buy:
-        ledger.avg_px = average_entry(abs(qty), ledger.avg_px, sz, px) if qty else px
-        ledger.assets += received
-        ledger.qty = qty + sz if is_buy else qty - sz
+def _owes(account: Account, ccy: str) -> bool:
+    bal = account.balances.get(ccy)
+    return bal is not None and (bal.liab > 0 or bal.interest > 0)
+
+
+def _prune(account: Account, inst_id: str, ledger: PositionLedger, inst: Instrument) -> None:
+    """A cross position at quantity 0 stays while it still owes its liability currency and its
+    margin is in the position currency (seed 000: the liability left by a loss keeps it open);
+    otherwise it is gone (mismatched currencies: the account's equity covers the rest, seed 002
+    §3.2)."""
+    if ledger.qty:
         return
-    closing = min(abs(qty), sz)
-    ledger.assets = max(ZERO, ledger.assets - (closing if qty > 0 else closing * px))
-    ledger.qty = qty + sz if is_buy else qty - sz
-    if ledger.qty == 0:
+    pos_ccy, liab_ccy = (inst.base, inst.quote) if ledger.long else (inst.quote, inst.base)
+    if ledger.mgn_ccy == pos_ccy and _owes(account, liab_ccy):
+        return
+    if account.positions.get(inst_id) is ledger:
         del account.positions[inst_id]
-    elif closing < sz:  # flipped: the rest opens the other side at this fill's price
-        ledger.avg_px = px
-        ledger.assets = round_down(DOWN.divide(received * (sz - closing), sz), 18)
+
+
+def _ledger_fill(state: State, account: Account, inst: Instrument, order: Order, sz: Decimal, px: Decimal,
+                 fee: Decimal) -> None:  # fmt: skip
+    """Fold a cross SPOT fill into the account's cross position on ``inst`` (``PositionLedger``).
+
+    ``moved`` = the base the fill moves net of base fees (buy: ``sz − fee``; sell: ``sz``). A
+    fill against the position closes ``min(|qty|, moved)`` (a short's quote assets pay for it,
+    proportionally when it reverses); the excess — or a fill in the position's direction, or
+    with no position — adds to / opens a position in the fill's direction, which a fill with no
+    position does only if the account now owes that direction's liability currency (a sale of
+    owned coins opens no short). Rounding: the proportional shares round down at 18 places
+    (display figures)."""
+    is_buy = order.is_buy
+    moved = sz - fee if is_buy else sz
+    quote_in = ZERO if is_buy else px * sz - fee
+    inst_id = inst.inst_id
+    ledger = account.positions.get(inst_id)
+    excess = moved
+    if ledger is not None and ledger.qty and (ledger.qty > 0) != is_buy:
+        closing = min(abs(ledger.qty), moved)
+        excess = moved - closing
+        if ledger.qty > 0:
+            ledger.qty -= closing
+            ledger.assets = ledger.qty
+        else:
+            spent = px * sz if not excess else round_down(DOWN.divide(px * sz * closing, moved), 18)
+            ledger.qty += closing
+            ledger.assets = max(ZERO, ledger.assets - spent) if ledger.qty else ZERO
+        _prune(account, inst_id, ledger, inst)
+        if not excess:
+            return
+        ledger = account.positions.get(inst_id)
+    added_quote = quote_in if excess == moved else round_down(DOWN.divide(quote_in * excess, moved), 18)
+    if ledger is not None and ledger.qty and (ledger.qty > 0) == is_buy:
+        ledger.avg_px = average_entry(abs(ledger.qty), ledger.avg_px, excess, px)
+        ledger.qty += excess if is_buy else -excess
+        ledger.assets = ledger.qty if is_buy else ledger.assets + added_quote
+        return
+    if not _owes(account, inst.quote if is_buy else inst.base):
+        return  # a plain spot trade in cross mode: no position
+    mgn_ccy = order.mgn_ccy or (inst.base if is_buy else inst.quote)
+    ledger = account.positions[inst_id] = PositionLedger(is_buy, mgn_ccy)
+    ledger.avg_px = px
+    ledger.qty = excess if is_buy else -excess
+    ledger.assets = excess if is_buy else added_quote
 
 
 def _settle_side(state: State, inst: Instrument, order: Order, sz: Decimal, px: Decimal, fee: Decimal) -> None:
@@ -390,7 +439,7 @@ def _settle_side(state: State, inst: Instrument, order: Order, sz: Decimal, px: 
         _add(state.fees, inst.quote, fee)
     if order.td_mode == "cross":
         _track_cross(account, order, inst, sz, -1)
-        _ledger_fill(account, inst.inst_id, order.is_buy, sz, px, received)
+        _ledger_fill(state, account, inst, order, sz, px, fee)
     _order_filled(state, inst, order, sz)
 
 

@@ -73,6 +73,8 @@ class _Position(msgspec.Struct, array_like=True):
     qty: Decimal
     avg_px: Decimal
     assets: Decimal
+    long: bool
+    mgn_ccy: str
 
 
 class _Isolated(msgspec.Struct, array_like=True):
@@ -164,7 +166,7 @@ def capture(state: State) -> Snapshot:
             leverage=_pairs(a.leverage),
             cross_out=_pairs(a.cross_out),
             cross_in=_pairs(a.cross_in),
-            positions=[_Position(i, p.qty, p.avg_px, p.assets) for i, p in a.positions.items()],
+            positions=[_Position(i, p.qty, p.avg_px, p.assets, p.long, p.mgn_ccy) for i, p in a.positions.items()],
             margin_call=a.margin_call,
             liquidating=a.liquidating,
             iso_leverage=_pairs(a.iso_leverage),
@@ -302,7 +304,7 @@ def restore(data: bytes) -> State:
         account.cross_out = dict(sa.cross_out)
         account.cross_in = dict(sa.cross_in)
         for sp in sa.positions:
-            ledger = account.positions[sp.inst_id] = PositionLedger()
+            ledger = account.positions[sp.inst_id] = PositionLedger(sp.long, sp.mgn_ccy)
             ledger.qty, ledger.avg_px, ledger.assets = sp.qty, sp.avg_px, sp.assets
         account.margin_call = sa.margin_call
         account.liquidating = sa.liquidating

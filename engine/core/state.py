@@ -208,20 +208,33 @@ class Order:
 
 
 class PositionLedger:
-    """Net trading position of one account on one instrument in margin mode (display only).
+    """A cross spot-margin position of one account on one instrument (docs/decisions.md 19).
 
-    ``qty`` is signed base quantity (+ long, − short); ``avg_px`` re-averages on increases only
-    (``(q_old·E_old + q_new·px)/(q_old + q_new)``, spec E23) and resets when the sign flips;
-    ``assets`` is what the position holds: base bought net of fees (long) or quote proceeds net
-    of fees (short).
+    ``qty`` is the signed **base quantity of the position, net of the fees paid in base** (+
+    long, − short): a long adds what its buys received (``sz − fee``) and loses what its sells
+    sold; a short loses what its sells sold and gains what its buys received. It is the one
+    quantity of the risk view's ``pos`` (long), ``upl``, the reduce-only check and the
+    statements. ``avg_px`` re-averages on increases only (``(q_old·E_old + q_new·px)/(q_old +
+    q_new)``, spec E23, weights net of base fees) and is the fill price of a reversal.
+    ``assets`` is the short's quote proceeds net of fees (a long's assets are ``qty``).
+    ``long`` keeps the side when ``qty`` reaches 0 with liability left (seed 000: "you can't
+    fully close the position"). ``mgn_ccy`` is the margin currency fixed at open (the opening
+    order's ``ccy``; default base for a long, quote for a short: position and margin currency
+    match, seed 002 §3.1).
+
+    A cross fill opens a position only when the account then owes the position's liability
+    currency (quote for a buy, base for a sell): a cross sell of coins the account owns is a
+    plain spot sale, not a short.
     """
 
-    __slots__ = ("assets", "avg_px", "qty")
+    __slots__ = ("assets", "avg_px", "long", "mgn_ccy", "qty")
 
-    def __init__(self) -> None:
+    def __init__(self, long: bool = True, mgn_ccy: str = "") -> None:
         self.qty = ZERO
         self.avg_px = ZERO
         self.assets = ZERO
+        self.long = long
+        self.mgn_ccy = mgn_ccy
 
 
 class IsoPosition:
