@@ -133,7 +133,7 @@ ALICE = [
         "0.00",
     ),
     (16, "mark_price", "repaid", "balance", "USDT", "-516.00", "-516.00", "0.00", "0.00", "0.00", "0.00"),
-    (16, "mark_price", "liquidation_finished", "position", "BTC-USDT", "-15", "0", "0"),
+    (16, "mark_price", "liquidation_finished", "position", "BTC-USDT", "-14.9700", "0", "0"),
 ]
 
 
