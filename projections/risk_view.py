@@ -11,16 +11,19 @@ but rounding for display:
 
 Cross spot-margin positions: debt is pooled per currency, so a position shows the account's
 whole debt in its liability currency; ``mgnRatio`` is the account's; ``liqPx`` is the mark of
-the instrument at which the account's ratio reaches 100 % with other marks held; ``availPos``
-follows §1.9 with the buffer of decision 8. Positions are listed by account (in order of first
-appearance) then instrument (in order of first trade).
+the instrument at which the account's ratio reaches 100 % with other marks held. ``pos`` is the
+position's one quantity (a long's base net of fees, a short's quote proceeds), ``upl`` is
+``qty·(P − avgPx)`` on that quantity (0 at quantity 0), ``mgnCcy`` the position's margin
+currency; ``availPos`` follows §1.9 with the buffer of decision 8 when margin and position
+currency match (seed 002 §3.1), else it is the position's assets (§3.2). Positions are listed
+by account (in order of first appearance) then instrument (in order of first trade).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.core import margin, position_risk, risk
+from engine.core import cross_position, margin, position_risk, risk
 from engine.core.money import NEAR, ZERO, fmt, round_down, round_up
 from engine.core.state import Account, State
 from projections.views import AccountView, BalanceView, PositionView, RiskView
@@ -62,12 +65,12 @@ def account_view(state: State, account: Account) -> AccountView:
 
 def cross_positions(state: State, account: Account) -> list[PositionView]:
     views: list[PositionView] = []
-    valuation = state.valuation_ccy or ""
     figures = risk.account_risk(state, account)
     for inst_id, ledger in account.positions.items():
         inst = state.instruments[inst_id]
-        long = ledger.qty > 0
+        long = ledger.long
         pos_ccy, liab_ccy = (inst.base, inst.quote) if long else (inst.quote, inst.base)
+        assets = ledger.qty if long else ledger.assets  # the one quantity (long: base, net of fees)
         mark = state.marks.get(inst_id)
         bal = account.balances.get(liab_ccy)
         debt = bal.liab + bal.interest if bal else ZERO
@@ -78,7 +81,8 @@ def cross_positions(state: State, account: Account) -> list[PositionView]:
             liq_px = margin.display_price(risk.cross_liquidation_price(state, account, inst.base), long)
             held = account.balances.get(pos_ccy)
             holding = held.cash - held.frozen if held else ZERO
-            avail = holding
+            matched = cross_position.matched(inst, ledger)
+            avail = holding if matched else min(holding, assets)
             if debt:
                 _, row, lever = risk.debt_terms(state, account, liab_ccy, debt)
                 price = risk.price_of(state, liab_ccy)
@@ -88,8 +92,9 @@ def cross_positions(state: State, account: Account) -> list[PositionView]:
                     mmr = margin.debt_maintenance(value, row.mmr) + margin.debt_closing_fee(
                         value, row.mmr, inst.taker_fee
                     )
-                buffer = risk.close_buffer(state, account, liab_ccy, debt)
-                avail = margin.cross_available_to_close(holding, debt, buffer, mark, long)
+                if matched:  # seed 002 §3.1: (liab + interest)·(1 + b) / P of the holding
+                    buffer = risk.close_buffer(state, account, liab_ccy, debt)
+                    avail = margin.cross_available_to_close(holding, debt, buffer, mark, long)
         places = state.assets[pos_ccy].decimals
         views.append(
             PositionView(
@@ -98,14 +103,14 @@ def cross_positions(state: State, account: Account) -> list[PositionView]:
                 mgnMode="cross",
                 posSide="net",
                 posCcy=pos_ccy,
-                pos=fmt(ledger.assets),
-                availPos=fmt(round_down(avail, places)) if avail is not None else "",
+                pos=fmt(assets),
+                availPos=fmt(round_down(max(avail, ZERO), places)) if avail is not None else "",
                 avgPx=fmt(round_down(ledger.avg_px, 8)),
                 liab=fmt(bal.liab) if bal and bal.liab else "",
                 liabCcy=liab_ccy if debt else "",
                 interest=fmt(bal.interest) if bal and debt else "",
                 margin="",
-                mgnCcy=valuation,
+                mgnCcy=ledger.mgn_ccy,
                 imr=fmt(round_up(imr, quote_dec)) if imr is not None else "",
                 mmr=fmt(round_up(mmr, quote_dec)) if mmr is not None else "",
                 mgnRatio=_ratio(figures.ratio),

@@ -133,7 +133,8 @@ ALICE = [
         "0.00",
     ),
     (16, "mark_price", "repaid", "balance", "USDT", "-516.00", "-516.00", "0.00", "0.00", "0.00", "0.00"),
-    (16, "mark_price", "liquidation_finished", "position", "BTC-USDT", "-14.9700", "0", "0"),
+    # the position ends when its debt is gone (decision 19), at the last repayment
+    (16, "mark_price", "repaid", "position", "BTC-USDT", "-14.9700", "0", "0"),
 ]
 
 

@@ -169,37 +169,39 @@ def _e3_sell_at_2000(h: Harness, sz: str) -> ev.Traded:
 def test_e3_close_at_2000_selling_the_spec_amount() -> None:
     """The spec's 2.50250250 ETH is 5,000/(2,000·0.999) = 2.502502502… rounded to 8 places
     (down), so its proceeds net of the 0.1 % fee are 4,999.999995 USDT: 5,000 to the cent but
-    5·10⁻⁶ short of the debt. The kept 3.49749750 ETH matches the spec to the 8th place."""
+    5·10⁻⁶ short of the debt. The kept 3.49749750 ETH matches the spec to the 8th place.
+    Seed 002 §3.1 (Limit Close, partial closing with the remaining liability): the sale's
+    proceeds repay the debt at once (``repaid`` reason ``close``), 0.000005 USDT stays owed."""
     h = _e3_open()
     trade = _e3_sell_at_2000(h, "2.50250250")
     assert trade.takerFee == D("5.005005")  # 0.1 % of 5,005.005 USDT, charged in USDT received
     assert h.bal("alice", "ETH").cash == D("3.49749750")
-    proceeds = h.bal("alice", "USDT").cash
-    assert proceeds == D("4999.999995")
-    assert q(proceeds, 2) == D("5000.00")
-    refused = h.send("repay", acct="alice", ccy="USDT", amt="5000")
-    assert rejection(refused).reason == "insufficient_balance"
-    repaid = only(events_of(h.ok("repay", acct="alice", ccy="USDT", amt="4999.999995"), ev.Repaid))
-    assert (repaid.interest, repaid.principal) == (D(0), D("4999.999995"))
+    repaid = only(events_of(h.outcomes[-1], ev.Repaid))
+    assert (repaid.interest, repaid.principal, repaid.reason) == (D(0), D("4999.999995"), "close")
+    assert q(repaid.principal, 2) == D("5000.00")
+    assert h.bal("alice", "USDT").cash == 0
     assert h.bal("alice", "USDT").liab == D("0.000005")
+    pos = h.position("alice", "ETH-USDT")  # 5 − 2.5025025 ETH of the position left, still owing
+    assert (dec(pos.pos), dec(pos.liab)) == (D("2.49749750"), D("0.000005"))
 
 
 def test_e3_close_at_2000_repays_in_full() -> None:
     """The smallest lot-multiple sale whose proceeds net of fee cover the 5,000 USDT debt is
-    2.50250251 ETH (the spec's 2.502502502… rounded up): repay clears the debt and 3.49749749 ETH
-    stay — the spec's 3.49749750 within one lot."""
+    2.50250251 ETH (the spec's 2.502502502… rounded up): the fill repays the debt at once and
+    3.49749749 ETH stay — the spec's 3.49749750 within one lot."""
     h = _e3_open()
     trade = _e3_sell_at_2000(h, "2.50250251")
     assert trade.takerFee == D("5.00500502")
-    assert h.bal("alice", "USDT").cash == D("5000.00001498")
-    repaid = only(events_of(h.ok("repay", acct="alice", ccy="USDT", amt="5000"), ev.Repaid))
-    assert (repaid.interest, repaid.principal, repaid.reason) == (D(0), D(5000), "manual")
+    repaid = only(events_of(h.outcomes[-1], ev.Repaid))
+    assert (repaid.interest, repaid.principal, repaid.reason) == (D(0), D(5000), "close")
+    assert h.bal("alice", "USDT").cash == D("0.00001498")  # 5,005.00502 − 5.00500502 − 5,000
     assert not h.state.accounts["alice"].has_debt()
     assert abs(h.bal("alice", "ETH").cash - D("3.49749750")) <= D("0.00000001")
     assert h.bal("alice", "ETH").cash == D("3.49749749")
-    # No debt left: the account leaves the debtors and shows no liability.
+    # No debt left: the account leaves the debtors, shows no liability and no position.
     assert "alice" not in h.state.debtors
     assert h.balance_view("alice", "USDT").liab == ""
+    assert h.positions("alice") == []
 
 
 # --- E4: OKX hourly interest records ------------------------------------------------------------

@@ -149,10 +149,9 @@ def _repaid(state: State, e: ev.Repaid) -> None:
     bal.cash -= e.interest + e.principal
     bal.interest -= e.interest
     bal.liab -= e.principal
-    if account.positions:
+    if account.positions and not (bal.liab or bal.interest):
         for inst_id, ledger in list(account.positions.items()):
-            if not ledger.qty:
-                _prune(account, inst_id, ledger, state.instruments[inst_id])
+            _prune(account, inst_id, ledger, state.instruments[inst_id])
     _exposure(state, account)
 
 
@@ -344,14 +343,13 @@ def _owes(account: Account, ccy: str) -> bool:
 
 
 def _prune(account: Account, inst_id: str, ledger: PositionLedger, inst: Instrument) -> None:
-    """A cross position at quantity 0 stays while it still owes its liability currency and its
-    margin is in the position currency (seed 000: the liability left by a loss keeps it open);
-    otherwise it is gone (mismatched currencies: the account's equity covers the rest, seed 002
-    §3.2)."""
-    if ledger.qty:
-        return
+    """A cross position ends when it owes nothing in its liability currency (no liability, no
+    margin position: what it held is the account's), or at quantity 0 when its margin currency
+    is not the position currency (seed 002 §3.2: the whole position sold, the account's equity
+    covers the rest). A matched position at quantity 0 that still owes stays (seed 000: "you
+    can't fully close the position")."""
     pos_ccy, liab_ccy = (inst.base, inst.quote) if ledger.long else (inst.quote, inst.base)
-    if ledger.mgn_ccy == pos_ccy and _owes(account, liab_ccy):
+    if _owes(account, liab_ccy) and (ledger.qty or ledger.mgn_ccy == pos_ccy):
         return
     if account.positions.get(inst_id) is ledger:
         del account.positions[inst_id]

@@ -22,8 +22,9 @@ left aside throughout (the cost of trading, not a loss against the mark).
    perpetuals; 31): with ``X`` = equity − initial margin at the mark (``risk.margin_excess``
    without the resting-order hypothesis) and ``R`` the initial margin, the fill must leave
    ``X' ≥ min(X, 0)·min(1, R'/R)``: not below the initial margin, or a shortfall that shrinks
-   with the requirement (``margin.no_worse_than_before``). A cross ``close_position`` fill counts the
-   repayment that follows it (its proceeds repay the debt in that currency). Fast paths: an
+   with the requirement (``margin.no_worse_than_before``). A cross closing fill counts the
+   repayment that follows it (``engine.core.cross_position``: its proceeds repay the
+   position's liability; a ``close_position`` fill's, with the free cash, all of it). Fast paths: an
    account owing nothing that the fill makes borrow nothing; a fill at or better than the mark
    that borrows nothing and opens no perpetual.
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.core import margin
+from engine.core.cross_position import closing_part
 from engine.core.isolated import iso_lever
 from engine.core.money import DOWN, UP, ZERO, fmt, round_down, round_up
 from engine.core.opening import fill_posting
@@ -122,8 +124,15 @@ def _cross_spot(
         return _cross_rule(state, account, None, {in_ccy: in_amt, out_ccy: -out_amt})
     repaid = None
     bal = account.balances.get(in_ccy)
-    if repays and bal is not None and (bal.liab or bal.interest):  # as ``closing._repay`` will
-        repaid = {in_ccy: min(bal.liab + bal.interest, account.free(in_ccy) + in_amt)}
+    if bal is not None and (bal.liab or bal.interest):
+        owed = bal.liab + bal.interest
+        if repays:  # as ``closing._repay`` will
+            repaid = {in_ccy: min(owed, account.free(in_ccy) + in_amt)}
+        else:  # a closing fill repays from its proceeds (``cross_position``), fees aside
+            closed = closing_part(account.positions.get(inst.inst_id), order.is_buy, sz)
+            if closed:
+                share = in_amt if closed == sz else DOWN.divide(in_amt * closed, sz)
+                repaid = {in_ccy: min(owed, share)}
     return _cross_rule(state, account, {out_ccy: out_amt}, {in_ccy: in_amt}, repaid=repaid)
 
 

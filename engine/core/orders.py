@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
-from engine.core import fill_guard, isolated, margin
+from engine.core import cross_position, fill_guard, isolated, margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_borrow
 from engine.core.money import NEAR, ZERO, fmt, is_multiple
@@ -122,8 +122,9 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
             state, account, inst, is_buy, sz, px, fill_notional, cmd.ccy, cmd.reduceOnly, levels
         )
     else:
+        mgn_ccy = cross_position.check_margin_ccy(account, inst, is_buy, cmd.ccy) if cmd.tdMode == "cross" else ""
         terms = isolated.OrderTerms(
-            _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional), "", "", None, False
+            _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional), "", mgn_ccy, None, False
         )
     order_id = state.next_order_id
     ctx.emit(
@@ -336,6 +337,12 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False, r
             taker_fee = margin.trade_fee(
                 sz if order.is_buy else notional, inst.taker_fee, base_dec if order.is_buy else quote_dec
             )
+        repayments = []  # cross closing fills repay from their proceeds (engine.core.cross_position)
+        if inst.inst_type == "SPOT":
+            if maker.td_mode == "cross":
+                repayments.append(cross_position.closing_repayment(state, maker, inst, sz, px, maker_fee))
+            if order.td_mode == "cross" and not liquidation:
+                repayments.append(cross_position.closing_repayment(state, order, inst, sz, px, taker_fee))
         ctx.emit(
             ev.Traded(
                 tradeId=state.next_trade_id,
@@ -365,6 +372,9 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False, r
                         posSide=order.pos_side if iso else "",
                     )
                 )  # fmt: skip
+        for repayment in repayments:
+            if repayment is not None:
+                cross_position.repay_closing(ctx, repayment)
         if maker_mode != "cash" and (maker_reduce or inst.inst_type == "SWAP"):
             _after_fill(ctx, maker_id, maker_mode, maker.acct, inst, sz, px, False)
         if taker_mode != "cash" and (taker_reduce or inst.inst_type == "SWAP"):
