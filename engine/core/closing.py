@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from engine.core import margin
+from engine.core import cross_position, margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_repay
 from engine.core.isolated import alive, cancel_position_orders, repay_from_holdings, settle_if_repaid, use_margin
@@ -69,30 +69,38 @@ def close_position(ctx: Ctx, cmd: ClosePosition) -> None:
         close_isolated(ctx, account, inst, account.isolated[inst.inst_id])
         return
     ledger = account.positions.get(cmd.instId) if account else None
-    if account is None or ledger is None or ledger.qty == 0:
+    if account is None or ledger is None:
         raise Rejected("no_position", f"{cmd.acct} has no cross position on {cmd.instId}")
-    liab_ccy = inst.quote if ledger.qty > 0 else inst.base
-    if ledger.qty > 0:
-        _close_long(ctx, account, inst, ledger.assets)
+    liab_ccy = inst.quote if ledger.long else inst.base
+    if not ledger.qty and not _owed(account, liab_ccy):
+        raise Rejected("no_position", f"{cmd.acct} has no cross position on {cmd.instId}")
+    whole = not cross_position.matched(inst, ledger)
+    if ledger.long:
+        _close_long(ctx, account, inst, ledger.qty, whole)
     else:
-        _close_short(ctx, account, inst)
+        _close_short(ctx, account, inst, ledger.assets, whole)
     if cmd.instId not in account.positions or not _owed(account, liab_ccy):
         ctx.emit(ev.PositionClosed(acct=cmd.acct, instId=cmd.instId))
     ctx.touch(cmd.acct)
 
 
-def _close_long(ctx: Ctx, account: Account, inst: Instrument, assets: Decimal) -> None:
+def _close_long(ctx: Ctx, account: Account, inst: Instrument, assets: Decimal, whole: bool) -> None:
+    """Matched (base margin): sell the available-to-close. Mismatched (``whole``, quote margin):
+    sell the whole position, then the account's quote pays what is still owed."""
     state = ctx.state
     debt = _owed(account, inst.quote)
     holding = account.free(inst.base)
     price = price_of(state, inst.base)
-    if debt and price is not None:
+    if whole or not debt or price is None:
+        size = min(holding, assets)
+    else:
         buffer = close_buffer(state, account, inst.quote, debt)
         size = margin.cross_available_to_close(holding, debt, buffer, price, long=True)
-    else:
-        size = min(holding, assets)
     size = lot_floor(inst, size)
     if size <= 0:
+        if whole and debt and assets <= 0:  # the position was sold: the account pays the rest
+            _repay(ctx, account, inst.quote)
+            return
         raise Rejected("nothing_to_close", f"no {inst.base} available to close the position")
     filled, notional = margin.book_walk(walk_book(inst, False, account.acct, None), size)
     best_bid = inst.book.best_bid_ticks()
@@ -102,9 +110,22 @@ def _close_long(ctx: Ctx, account: Account, inst: Instrument, assets: Decimal) -
     _repay(ctx, account, inst.quote)
 
 
-def _close_short(ctx: Ctx, account: Account, inst: Instrument) -> None:
+def _close_short(ctx: Ctx, account: Account, inst: Instrument, assets: Decimal, whole: bool) -> None:
+    """Matched (quote margin): buy back the base debt net of the fee. Mismatched (``whole``,
+    base margin): spend the whole position's quote on base, then the account's base pays what
+    is still owed."""
     state = ctx.state
     debt = _owed(account, inst.base)
+    if whole:
+        budget = min(assets, account.free(inst.quote))
+        size = lot_floor(inst, size_for_cost(walk_book(inst, True, account.acct, None), budget))
+        if size > 0:
+            submit_market_order(ctx, account, inst, True, size, "close")
+        elif not debt:
+            raise Rejected("nothing_to_close", f"no {inst.quote} available to close the position")
+        _repay(ctx, account, inst.base)
+        _repay(ctx, account, inst.quote)
+        return
     need = debt - account.free(inst.base)
     if need > 0:
         size = lot_ceil(inst, div_up(need, ONE - inst.taker_fee, state.assets[inst.base].decimals))

@@ -35,7 +35,7 @@ from decimal import Decimal
 from engine.core import cross_position, fill_guard, isolated, margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_borrow
-from engine.core.money import NEAR, ZERO, fmt, is_multiple
+from engine.core.money import DOWN, NEAR, ZERO, fmt, is_multiple
 from engine.core.risk import check_initial_margin
 from engine.core.state import Account, Instrument, Order, State
 from events import journal as ev
@@ -202,7 +202,11 @@ def _check_funds(
     qty = sz if px is not None else fill_sz
     notional = px * sz if px is not None else fill_notional
     out, inflow = ({inst.quote: notional}, {inst.base: qty}) if is_buy else ({inst.base: qty}, {inst.quote: notional})
-    failure = check_initial_margin(state, account, out=out, inflow=inflow)
+    repaid = None  # what the part closing a cross position repays from its proceeds (fees aside)
+    closed = cross_position.closing_part(account.positions.get(inst.inst_id), is_buy, qty)
+    if closed and qty:
+        repaid = {inst.base: closed} if is_buy else {inst.quote: DOWN.divide(notional * closed, qty)}
+    failure = check_initial_margin(state, account, out=out, inflow=inflow, repaid=repaid)
     if failure is not None:
         raise Rejected(*failure)
     return ZERO

@@ -169,6 +169,7 @@ def check_initial_margin(
     lever: tuple[str, Decimal] | None = None,
     perp_im: Decimal = ZERO,
     open_loss: Decimal = ZERO,
+    repaid: dict[str, Decimal] | None = None,
 ) -> tuple[str, str] | None:
     """Would the account still meet its initial margin? ``None`` if yes, else ``(reason, message)``.
 
@@ -181,13 +182,16 @@ def check_initial_margin(
     ``equity' = equity + Σ (in − out)·P + Σ perpetual uPnL`` (``cross_perp_terms``); a new SWAP
     order adds its initial margin ``perp_im`` and its open loss against the mark ``open_loss``
     (spec §1.2; the flows of a spot order are valued at the mark, which counts its open loss).
+    ``repaid``: debt a closing order's proceeds repay (``engine.core.cross_position``).
     """
     # resting cross SWAP orders that may open reserve ``swap_im`` (the others need nothing): the
     # aggregate says whether any rests, without scanning the account's orders
     perps = bool(account.perps) or perp_im > 0 or account.swap_im > 0
     if not perps and borrow is None and lever is None and _fits_without_borrowing(account, out):
         return None
-    result = margin_excess(state, account, out, inflow, borrow, lever, perp_im + open_loss, perps=perps, resting=True)
+    result = margin_excess(
+        state, account, out, inflow, borrow, lever, perp_im + open_loss, perps=perps, resting=True, repaid=repaid
+    )
     if isinstance(result, tuple):
         return result
     if result.excess < 0:
