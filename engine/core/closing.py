@@ -37,7 +37,14 @@ from decimal import Decimal
 from engine.core import cross_position, margin
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_repay
-from engine.core.isolated import alive, cancel_position_orders, repay_from_holdings, settle_if_repaid, use_margin
+from engine.core.isolated import (
+    alive,
+    cancel_position_orders,
+    liab_ccy,
+    repay_from_holdings,
+    settle_if_repaid,
+    use_margin,
+)
 from engine.core.money import DOWN, NEAR, ONE, UP, ZERO, div_up
 from engine.core.orders import lot_ceil, lot_floor, sell_guard_refusal, submit_market_order, walk_book
 from engine.core.position_risk import iso_debt
@@ -71,15 +78,15 @@ def close_position(ctx: Ctx, cmd: ClosePosition) -> None:
     ledger = account.positions.get(cmd.instId) if account else None
     if account is None or ledger is None:
         raise Rejected("no_position", f"{cmd.acct} has no cross position on {cmd.instId}")
-    liab_ccy = inst.quote if ledger.long else inst.base
-    if not ledger.qty and not _owed(account, liab_ccy):
+    owed_ccy = inst.quote if ledger.long else inst.base
+    if not ledger.qty and not _owed(account, owed_ccy):
         raise Rejected("no_position", f"{cmd.acct} has no cross position on {cmd.instId}")
     whole = not cross_position.matched(inst, ledger)
     if ledger.long:
         _close_long(ctx, account, inst, ledger.qty, whole)
     else:
         _close_short(ctx, account, inst, ledger.assets, whole)
-    if cmd.instId not in account.positions or not _owed(account, liab_ccy):
+    if cmd.instId not in account.positions or not _owed(account, owed_ccy):
         ctx.emit(ev.PositionClosed(acct=cmd.acct, instId=cmd.instId))
     ctx.touch(cmd.acct)
 
@@ -150,8 +157,16 @@ def _repay(ctx: Ctx, account: Account, ccy: str) -> None:
 
 
 def close_isolated(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition) -> None:
-    """``close_position`` of an isolated spot position (module doc)."""
-    size = long_close_size(account, inst, pos, inst.taker_fee) if pos.long else ZERO
+    """``close_position`` of an isolated spot position by seed 001 §3's table: a buy position
+    with base margin makes a full repayment of the quote debt (sells what repays it), with
+    quote margin it sells all base assets; a sell position with base margin sells all quote
+    assets (buys base with them), with quote margin it makes a full repayment of the base debt
+    (buys it back grossed up by the fee)."""
+    sell_all = pos.mgn_ccy == liab_ccy(inst, pos)  # margin in the liability currency
+    if pos.long:
+        size = lot_floor(inst, pos.base) if sell_all else long_close_size(account, inst, pos, inst.taker_fee)
+    else:
+        size = ZERO
     if size > 0:
         refusal = sell_guard_refusal(inst, account.acct, size)
         if refusal is not None:
@@ -159,6 +174,8 @@ def close_isolated(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPositio
     cancel_position_orders(ctx, account, inst.inst_id, "close_position", closing_only=True)
     if pos.long:
         close_long(ctx, account, inst, pos, size, "close")
+    elif sell_all:
+        _spend_all_quote(ctx, account, inst, pos)
     else:
         close_short(ctx, account, inst, pos, inst.taker_fee, "close")
     settle_if_repaid(ctx, account, inst, pos)
@@ -208,6 +225,18 @@ def close_short(
                 return
     use_margin(ctx, account, inst, pos, inst.base, iso_debt(pos) - pos.base)
     repay_from_holdings(ctx, account, inst, pos, purpose)
+
+
+def _spend_all_quote(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition) -> None:
+    """A base-margined short's close: buy base with all the position's quote assets (what the
+    book sells for them, whole lots), repay; the base margin pays what is still owed."""
+    size = lot_floor(inst, size_for_cost(walk_book(inst, True, account.acct, None), pos.quote))
+    if size > 0:
+        submit_market_order(ctx, account, inst, True, size, "close", td_mode="isolated", reduce=True)
+        if not alive(account, inst, pos):
+            return
+    use_margin(ctx, account, inst, pos, inst.base, iso_debt(pos) - pos.base)
+    repay_from_holdings(ctx, account, inst, pos, "close")
 
 
 def size_for_proceeds(levels: Iterable[tuple[Decimal, Decimal]], need: Decimal, net_rate: Decimal) -> Decimal:
