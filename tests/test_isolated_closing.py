@@ -106,3 +106,56 @@ def test_sell_position_quote_margin_full_repayment_of_the_base_debt() -> None:
     assert _alice_fills(out) == [("buy", D("1.00100101"), D(95000), D("0.00100101"))]
     released = only(events_of(out, ev.PositionReleased))
     assert (released.base, released.quote) == (D(0), D("14904.90405"))
+
+
+# --- reverse: a non-reduce-only order closes the position and opens the other side -------------------
+
+
+def _long_to_reverse() -> Harness:
+    """alice: long 1 BTC owing 100,000 USDT on 0.1 BTC margin; mark 110,000; bids 2 @ 110,000."""
+    h = _market()
+    _open(h, "buy", "BTC")
+    h.mark("110000")
+    h.order("mm", "buy", "2", "110000", cl_ord_id="bid")
+    return h
+
+
+def test_a_non_reduce_only_sell_closes_the_long_and_opens_a_short() -> None:
+    """Seed 001 §3 'Non-Reduce-Only: Closes position and may open reverse position'. alice sells
+    1.5 @ 110,000 (taker, 0.1 %). Closing leg: her 1 BTC; 110,000 − 110 = 109,890 repays the
+    100,000; released: 0.1 BTC margin, 9,890 USDT. Opening leg: 0.5 BTC short, USDT margin (a
+    sell's default): cost 0.5 × 110,000 / 10 = 5,500 (no open loss at the mark); it borrows
+    0.5 BTC and holds 55,000 − 55 = 54,945 USDT; 9,890 − 5,500 = 4,390 USDT stay free."""
+    h = _long_to_reverse()
+    out = h.order("alice", "sell", "1.5", "110000", td_mode="isolated", cl_ord_id="flip")
+    accepted = [(o.sz, o.reduce, o.mgnCcy, o.frozen) for o in events_of(out, ev.OrderAccepted)]
+    assert accepted == [(D(1), True, "BTC", D(1)), (D("0.5"), False, "USDT", D(5500))]
+    assert _alice_fills(out) == [("sell", D(1), D(110000), D(110)), ("sell", D("0.5"), D(110000), D(55))]
+    released = only(events_of(out, ev.PositionReleased))
+    assert (released.base, released.quote) == (D("0.1"), D(9890))
+    opened = only(events_of(out, ev.PositionOpened))
+    assert (opened.long, opened.mgnCcy) == (False, "USDT")
+    pos = h.position("alice")
+    assert (pos.posCcy, dec(pos.pos), dec(pos.liab), pos.liabCcy) == ("USDT", D(54945), D("0.5"), "BTC")
+    assert (dec(pos.margin), pos.mgnCcy, dec(pos.avgPx)) == (D(5500), "USDT", D(110000))
+    assert h.bal("alice", "USDT").cash == D(4390)
+    assert h.bal("alice", "BTC").cash == D("0.1")
+
+
+def test_a_reduce_only_order_still_never_reverses() -> None:
+    h = _long_to_reverse()
+    out = h.order("alice", "sell", "1.5", "110000", td_mode="isolated", reduceOnly=True)
+    assert rejection(out).reason == "exceeds_available_to_close"
+
+
+def test_a_reverse_that_cannot_close_at_once_opens_nothing() -> None:
+    """A reverse priced above the bids closes nothing now: the closing leg is canceled (``ioc``)
+    and no opposite position opens; the long is untouched."""
+    h = _long_to_reverse()
+    out = h.order("alice", "sell", "1.5", "120000", td_mode="isolated", cl_ord_id="flip")
+    assert [c.reason for c in events_of(out, ev.OrderCanceled)] == ["ioc"]
+    assert not events_of(out, ev.Traded)
+    pos = h.position("alice")
+    assert (pos.posCcy, dec(pos.pos), dec(pos.liab)) == ("BTC", D(1), D(100000))
+    refused = h.order("alice", "sell", "1.5", "120000", td_mode="isolated", ord_type="post_only")
+    assert rejection(refused).reason == "invalid_ordType"

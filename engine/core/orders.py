@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 
-from engine.core import cross_position, fill_guard, isolated, margin
+from engine.core import cross_position, fill_guard, isolated, margin, reverse
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_borrow
 from engine.core.money import DOWN, NEAR, ZERO, fmt, is_multiple
@@ -118,6 +118,10 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
     elif cmd.tdMode == "isolated":
         if not is_buy:
             _sell_guard(inst, fill_sz, fill_notional)
+        cost = px * sz if px is not None else fill_notional
+        if reverse.is_reverse(account, inst, is_buy, sz, cost, cmd.reduceOnly):  # seed 001 §3
+            reverse.place_reverse(ctx, cmd, account, inst, is_buy, sz, px, walk_limit)
+            return
         terms = isolated.order_terms(
             state, account, inst, is_buy, sz, px, fill_notional, cmd.ccy, cmd.reduceOnly, levels
         )
@@ -149,10 +153,15 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
     if cmd.ordType == "fok" and fill_sz < sz:
         _cancel(ctx, order, "fok")
         return
+    run_order(ctx, order, inst, cmd.ordType)
+
+
+def run_order(ctx: Ctx, order: Order, inst: Instrument, ord_type: str) -> None:
+    """Match an accepted order; its rest rests (``limit``, ``post_only``) or is canceled (``ioc``)."""
     match(ctx, order, inst)
-    if order.remaining and order_id in state.orders:  # (a reduce-only order may be gone)
-        if cmd.ordType in ("limit", "post_only"):
-            ctx.emit(ev.OrderRested(orderId=order_id, sz=order.remaining))
+    if order.remaining and order.order_id in ctx.state.orders:  # (a reduce-only order may be gone)
+        if ord_type in ("limit", "post_only"):
+            ctx.emit(ev.OrderRested(orderId=order.order_id, sz=order.remaining))
         else:
             _cancel(ctx, order, "ioc")
 
@@ -385,6 +394,11 @@ def match(ctx: Ctx, order: Order, inst: Instrument, liquidation: bool = False, r
             _after_fill(ctx, taker_id, taker_mode, order.acct, inst, sz, px, liquidation)
         ctx.touch(maker.acct)
         ctx.touch(order.acct)
+
+
+def cancel(ctx: Ctx, order: Order, reason: str, message: str = "") -> None:
+    """Cancel ``order`` (``order_canceled`` with ``reason``; ``message`` for guard reasons)."""
+    _cancel(ctx, order, reason, message)
 
 
 def _cancel(ctx: Ctx, order: Order, reason: str, message: str = "") -> None:
