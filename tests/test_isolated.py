@@ -606,12 +606,18 @@ def test_opposite_opening_orders_cannot_both_be_pending() -> None:
 
 
 def test_closing_order_is_limited_to_avail_pos() -> None:
+    """A reduce-only closing order is limited to availPos (a larger non-reduce-only one is a
+    reverse order: ``tests/test_isolated_closing.py``)."""
     h = _long_btc_margin()
-    assert _refusal_reason(_iso(h, "alice", "sell", "1.00000001", "120000", "BTC")) == "exceeds_available_to_close"
+    too_big = _iso(h, "alice", "sell", "1.00000001", "120000", "BTC", reduceOnly=True)
+    assert _refusal_reason(too_big) == "exceeds_available_to_close"
     h.ok("place_order", **_order_fields("sell", "0.6", "120000", "BTC", "tp"))
     pos = h.position("alice")
     assert (dec(pos.pos), dec(pos.availPos)) == (D(1), D("0.4"))
-    assert _refusal_reason(_iso(h, "alice", "sell", "0.5", "121000", "BTC")) == "exceeds_available_to_close"
+    assert (
+        _refusal_reason(_iso(h, "alice", "sell", "0.5", "121000", "BTC", reduceOnly=True))
+        == "exceeds_available_to_close"
+    )
     h.ok("place_order", **_order_fields("sell", "0.4", "121000", "BTC", "tp2"))
     assert dec(h.position("alice").availPos) == 0
     # The account's own 1 BTC is not the position's: it does not make a closing order possible.
