@@ -6,7 +6,9 @@ tier tables, interest rates, mark prices; in most logs also a linear perpetual `
 with a four-tier ``maxSz`` table), deposits for a handful of accounts (and, for some, the
 ``long_short_mode`` position mode), then a random mix of orders of every ``ordType`` in ``cash``
 and ``cross`` mode, cancels, borrows, repays, withdrawals, mark moves (including crashes and
-spikes that raise margin calls and liquidate), interest accruals, leverage changes, duplicate
+spikes that raise margin calls and liquidate; cross orders with a margin ``ccy``, and limit
+closes, full closes and reduce + reverse orders against the cross positions just opened),
+interest accruals, leverage changes, duplicate
 ids and commands the engine must refuse (off tick, off lot, unknown instrument or asset, too many
 decimals, ...).
 
@@ -15,6 +17,7 @@ pure cross/cash log) add:
 
 * **isolated spot margin**: opening orders with either margin currency (``ccy`` base, quote or
   omitted), market and limit, sized up to the tier caps; closing orders (some ``reduceOnly``);
+  reverse orders (non-reduce-only, larger than the position: close it and open the other side);
   ``adjust_margin`` add/reduce; ``close_position`` ``isolated``; isolated ``set_leverage``;
 * **perpetuals**: cross and isolated SWAP orders in ``net_mode`` and ``long_short_mode`` (with
   ``posSide``), leveraged opens, market makers, ``reduceOnly`` orders, ``close_position``, SWAP
@@ -492,10 +495,26 @@ class _Model:
         px = self._taking_px(inst, side, maker_px, ord_type)
         if self.draw(_ints(0, 3)) == 0:  # sometimes more than the liquidity on offer
             sz += self.sz_lots(inst, self.draw(_ints(1, 1000)))
-        self.order(acct, inst, side, ord_type, "cross", sz, px)
+        ccy = self.draw(_of((None, None, inst.base, inst.quote)))  # the cross margin currency
+        self.order(acct, inst, side, ord_type, "cross", sz, px, ccy=ccy)
         exposed = f"{inst.base}-USDT"
         self.expose(exposed, side == "buy")
+        if self.draw(_ints(0, 4)) == 0:
+            self._cross_reverse(acct, inst, side, sz)
+            return
         self.turn_against(exposed, side == "buy")
+
+    def _cross_reverse(self, acct: str, inst: InstSpec, side: str, sz: Decimal) -> None:
+        """The other side for 0.3–2.5 times the position just opened: a limit close that repays
+        part of the liability, a close in full, or a reduce + reverse that opens the opposite
+        position with the excess (seed 002 §3.1), against fresh liquidity."""
+        other = "sell" if side == "buy" else "buy"
+        part = Decimal(self.draw(_of((3, 10, 10, 15, 25)))) / 10
+        rsz = self.sz_lots(inst, int(sz * part / inst.lot))
+        maker_px = self._rest_liquidity(self.other(acct), inst, other, rsz)
+        ord_type = self.draw(_of(("market", "ioc", "limit")))
+        ccy = self.draw(_of((None, inst.base, inst.quote)))
+        self.order(acct, inst, other, ord_type, "cross", rsz, self._taking_px(inst, other, maker_px, ord_type), ccy=ccy)
 
     def op_cancel(self) -> None:
         if self.cl_ord_ids and self.draw(_ints(0, 9)) > 0:
@@ -714,6 +733,22 @@ class _Model:
         px = None if ord_type == "market" else self.px_near(inst, 60)
         reduce = True if self.draw(_ints(0, 2)) == 0 else None
         self.order(acct, inst, side, ord_type, "isolated", sz, px, reduceOnly=reduce)
+
+    def op_iso_reverse(self) -> None:
+        """A non-reduce-only order 1.1–2.5 times an isolated position on its other side, against
+        fresh liquidity: it closes the position and opens the reverse one (seed 001 §3)."""
+        acct, inst, long, _, sz = self._iso_position()
+        if sz is None:
+            sz = self.small_sz(inst)
+        part = Decimal(self.draw(_of((11, 15, 20, 25)))) / 10
+        sz = self.sz_lots(inst, int(sz * part / inst.lot))
+        side = "sell" if long else "buy"
+        maker_px = self._rest_liquidity(self.other(acct), inst, side, sz)
+        ord_type = self.draw(_of(("limit", "market", "ioc", "limit", "post_only")))
+        px = self._taking_px(inst, side, maker_px, ord_type) if ord_type != "post_only" else self.px_near(inst, 60)
+        ccy = self.draw(_of((None, inst.base, inst.quote)))
+        self.order(acct, inst, side, ord_type, "isolated", sz, px, ccy=ccy)
+        self.iso[(acct, inst.inst_id)] = (not long, ccy or (inst.quote if long else inst.base), sz)
 
     def op_iso_close(self) -> None:
         acct, inst, _, _, _ = self._iso_position()
@@ -1292,6 +1327,7 @@ _ISO_WEIGHTS = {
     "iso_order": 4,
     "iso_close_order": 5,
     "iso_close": 3,
+    "iso_reverse": 3,
     "iso_adjust": 4,
     "iso_leverage": 1,
     "iso_squeeze": 3,

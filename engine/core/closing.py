@@ -1,30 +1,39 @@
-"""``close_position`` for cross spot-margin positions: market close all (seed 000, seed 002 §3).
+"""``close_position``: market close all of cross, isolated and perpetual positions (seed 000,
+seed 001 §3, seed 002 §3; docs/decisions.md 21b, 33b, 33d).
 
-A cross position on a SPOT instrument is the account's net ledger on it (``PositionLedger``):
-long (holds base, owes quote) or short (holds quote, owes base). Debt is pooled per currency
-(``docs/decisions.md``), so closing a position pays the account's debt in its liability currency.
+A cross position on a SPOT instrument is the account's margin position on it
+(``PositionLedger``, ``engine.core.cross_position``): long (holds base, owes quote) or short
+(holds quote, owes base), with a margin currency. Debt is pooled per currency, so closing a
+position pays the account's debt in its liability currency. Every closing fill repays from its
+proceeds (decision 33a); ``close_position`` then repays from the free cash too.
 
-Long: sell, at market, the **available-to-close** base — ``min(holding, D·(1+b)/P)`` (§1.9,
-buffer ``b`` by decision 8), or the position's assets when nothing is owed — then repay the quote
-debt from the free quote cash, interest first. If the sale does not cover the debt (a loss), the
-rest stays as debt ("you may not be able to pay off your liability"), and the position stays.
-Short: buy back the base debt at market, sized so that net of the taker fee it covers the debt
-(the fill may borrow quote, as any cross fill), and repay it; then repay quote debt from quote
-cash. A margin sell obeys the 95 % guard (decision 7): if walking the book for the size gives a
-VWAP below 95 % of the best bid, the close is refused (``sell_price_guard``) and nothing happens.
+**Matched** (margin = position currency). Long: sell, at market, the **available-to-close**
+base — ``min(holding, D·(1+b)/P)`` (§1.9, buffer ``b`` by decision 8), or the position's assets
+when nothing is owed — then repay the quote debt from the free quote cash, interest first. If
+the sale does not cover the debt (a loss), the rest stays as the position's liability ("you may
+not be able to pay off your liability"), and the position stays. Short: buy back the base debt
+at market, sized so that net of the taker fee it covers the debt (the fill may borrow quote, as
+any cross fill), and repay it; then repay quote debt from quote cash.
+**Mismatched** (long + quote margin, short + base margin; seed 002 §3.2): the **whole**
+position is sold (a short spends all its quote assets on base), then the account's cash in the
+liability currency pays what is still owed; the position is closed.
+A margin sell obeys the 95 % guard (decision 7): if walking the book for the size gives a VWAP
+below 95 % of the best bid, the close is refused (``sell_price_guard``) and nothing happens.
+``position_closed`` is written when the position is gone or owes nothing.
 
-When no debt is left in the position's liability currency the position is closed
-(``position_closed``); what remains (base or quote) is plain cash of the account.
-
-**Isolated spot positions** close with their own assets only (spec §1.1): the position's
-pending closing orders are canceled (their assets are needed), then a long sells just enough
-base to repay its debt net of the taker fee — the size found by walking the book; base margin is
-sold too when the assets do not suffice (E3: 6 ETH held, 5,000 USDT owed, ETH at 2,000 → sell
-2.5, keep 3.5) — and a short buys back its base debt grossed up by the fee, paying with its
-quote and then its quote margin. The debt is repaid from the proceeds, and when nothing is owed
-the position's holdings and margin return to the account (``position_released``). What cannot
-be repaid stays as the position's debt. Liquidation uses the same two routines with the
-liquidation fee added to the fee rate and no sell guard.
+**Isolated spot positions** close with their own assets only (spec §1.1), by seed 001 §3's
+table: the position's pending closing orders are canceled (their assets are needed), then —
+margin in the position currency (buy + base, sell + quote) — a **full repayment** of the debt:
+a long sells just enough base to repay its debt net of the taker fee — the size found by walking
+the book; base margin is sold too when the assets do not suffice (E3: 6 ETH held, 5,000 USDT
+owed, ETH at 2,000 → sell 2.5, keep 3.5) — and a short buys back its base debt grossed up by the
+fee, paying with its quote and then its quote margin; margin in the liability currency (buy +
+quote, sell + base) — a long **sells all its base assets**, a short **spends all its quote
+assets** on base, and the margin pays what is still owed. The debt is repaid from the proceeds,
+and when nothing is owed the position's holdings and margin return to the account
+(``position_released``). What cannot be repaid stays as the position's debt. Liquidation uses
+the "full repayment" routines for every position, with the liquidation fee added to the fee
+rate and no sell guard.
 
 **Perpetuals**: ``close_position`` sends a market order for the whole position (reduce).
 """

@@ -4,8 +4,9 @@ margin adjustment. Spec §1.1, §1.2, §1.9, §1.10; decisions 1, 10, 11, 12.
 **One position per account and instrument** (``posSide`` ``net``): a buy opens or adds to a
 *long* (holds base, owes quote), a sell opens or adds to a *short* (holds quote, owes base).
 While a position is open, an order on the other side **closes** it: it may only use the
-position's own assets (``availPos``: long — base, short — quote at the order's limit price) and
-never flips the position.
+position's own assets (``availPos``: long — base, short — quote at the order's limit price); a
+larger one that is not ``reduceOnly`` is a reverse order (``engine.core.reverse``: it closes the
+position and opens the opposite one, seed 001 §3).
 
 **Opening orders.** The margin currency is the order's ``ccy`` (base or quote of the pair;
 default: base for a buy, quote for a sell — OKX's old-mode rule) and is fixed while the position
