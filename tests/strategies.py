@@ -1216,6 +1216,12 @@ class _Model:
             self.op_mark(970, 1030)
             return
         inst_id = self.deferred.pop(0)
+        if self.draw(_BOOL):  # a debtor holding the currency it prices (closing fills repay, so
+            acct = self.acct()  # earlier debtors may be gone by now)
+            inst = INSTRUMENTS[inst_id]
+            self.deposit(acct, inst.base, inst.lot * 1000)
+            self.deposit(acct, "USDT", Decimal(1000))
+            self.emit({"type": "borrow", "acct": acct, "ccy": "USDT", "amt": "100"})
         self.emit_mark(inst_id, self.marks[inst_id], self.draw(_of((1, 1, 2))))
 
     def _open_something(self) -> None:

@@ -402,6 +402,8 @@ class Grammar:
         ccy = None
         if td_mode == "isolated" and not inst.swap:
             ccy = self.pick((inst.base, inst.quote, None))
+        elif td_mode == "cross" and not inst.swap and self.chance(3):  # a cross margin currency
+            ccy = self.vary(self.pick((inst.base, inst.quote)), ("USDT", "BTC", "ETH"))
         elif self.chance(1):
             ccy = self.pick((inst.base, inst.quote))
         cl_ord_id = self.pick(self.orders)[2] if self.orders and self.chance(1) else f"k{self.n + 1}"
