@@ -159,3 +159,26 @@ def test_a_reverse_that_cannot_close_at_once_opens_nothing() -> None:
     assert (pos.posCcy, dec(pos.pos), dec(pos.liab)) == ("BTC", D(1), D(100000))
     refused = h.order("alice", "sell", "1.5", "120000", td_mode="isolated", ord_type="post_only")
     assert rejection(refused).reason == "invalid_ordType"
+
+
+def test_a_short_reverse_whose_opening_leg_cannot_pay_is_refused_after_the_close() -> None:
+    """alice (short 1 BTC holding 100,000 USDT, 10,000 USDT margin) buys 2 @ 95,000, ``ccy`` BTC
+    for the long it would open. Closing leg: what her 100,000 USDT buys, 1.05263157 BTC for
+    99,999.99915 (fee 0.00105264 BTC, 1.05157893 received); the 1 BTC debt is repaid and the
+    position released (0.05157893 BTC, 100,000 − 99,999.99915 + 10,000 = 10,000.00085 USDT).
+    Opening leg: 2 − 1.05263157 = 0.94736843 BTC at 10× costs 0.09473685 BTC of margin (up);
+    she has 0.05157893: ``order_rejected`` ``insufficient_balance`` — the close stands."""
+    h = _market()
+    _open(h, "sell", "USDT")
+    h.mark("95000")
+    h.order("mm", "sell", "2", "95000")
+    out = h.order("alice", "buy", "2", "95000", td_mode="isolated", ccy="BTC", cl_ord_id="flip")
+    leg = only(events_of(out, ev.OrderAccepted))
+    assert (leg.sz, leg.reduce, leg.frozen) == (D("1.05263157"), True, D("99999.99915"))
+    assert _alice_fills(out) == [("buy", D("1.05263157"), D(95000), D("0.00105264"))]
+    released = only(events_of(out, ev.PositionReleased))
+    assert (released.base, released.quote) == (D("0.05157893"), D("10000.00085"))
+    refused = only(events_of(out, ev.OrderRejected))
+    assert (refused.clOrdId, refused.reason) == ("flip", "insufficient_balance")
+    assert h.positions("alice") == []
+    assert (h.bal("alice", "BTC").cash, h.bal("alice", "USDT").cash) == (D("0.05157893"), D("10000.00085"))
