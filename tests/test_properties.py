@@ -9,7 +9,9 @@ exercised by every property. The properties:
 2. no balance is ever negative, frozen funds are exactly what open orders reserve (cash orders
    what they spend, isolated opening orders their margin, isolated spot closing orders the
    position's assets), isolated spot holdings, margin and debt and perpetual margins are never
-   negative, every open order rests on its book and no book is ever crossed;
+   negative, every open order rests on its book and no book is ever crossed; every cross
+   position owes its liability currency (decision 19: no "short" of owned coins) and its
+   quantity is on its side;
 3. stepping the same log twice gives byte-identical outcomes and the same digest;
 4. a snapshot at any point, restored, then stepped through the tail, gives the same outcomes and
    digest as the uninterrupted run;
@@ -284,6 +286,8 @@ class Coverage:
         "partial liquidation: SWAP",
         "insurance fund covered",
         "debt written off",
+        "cross closing fill repaid",
+        "isolated reverse",
     )
 
     def __init__(self) -> None:
@@ -291,6 +295,13 @@ class Coverage:
 
     def observe(self, state: State, outcome: ev.Outcome) -> None:
         seen = self.seen
+        accepted = [e for e in outcome.events if isinstance(e, ev.OrderAccepted)]
+        first, second = (accepted[0], accepted[1]) if len(accepted) > 1 else (None, None)
+        if first and second and first.reduce and not second.reduce and first.clOrdId == second.clOrdId:
+            seen.add("isolated reverse")
+        for before, e in zip(outcome.events, outcome.events[1:], strict=False):
+            if isinstance(before, ev.Traded) and isinstance(e, ev.Repaid) and e.reason == "close":
+                seen.add("cross closing fill repaid")
         for e in outcome.events:
             name = type(e).__name__
             if name in ("Traded", "Borrowed", "MarginCallRaised", "LiquidationStarted"):
@@ -395,6 +406,16 @@ def check_balances_and_books(state: State) -> None:
                     f" orders reserve {reserved.get((acct, '@', inst_id), Decimal(0))}"
                 )
         assert not any(reserved.values()), f"orders reserve funds of missing balances: {dict(reserved)}"
+    for acct, account in state.accounts.items():  # a cross position is a margin position (decision 19)
+        for inst_id, ledger in account.positions.items():
+            inst = state.instruments[inst_id]
+            owed = account.balances.get(inst.quote if ledger.long else inst.base)
+            assert owed is not None and (owed.liab or owed.interest), (
+                f"{acct} {inst_id}: a cross position owing nothing"
+            )
+            assert not ledger.qty or (ledger.qty > 0) == ledger.long, (
+                f"{acct} {inst_id}: qty {ledger.qty} on the wrong side"
+            )
     for inst_id, inst in state.instruments.items():
         bid, ask = inst.book.best_bid_ticks(), inst.book.best_ask_ticks()
         assert bid is None or ask is None or bid < ask, f"seq {state.last_seq}: {inst_id} crossed: {bid} >= {ask}"
@@ -966,6 +987,8 @@ COVERAGE_SEEDS = range(6)
 COVERAGE_EXAMPLES = 50
 #: Least number of logs of the sample that must show each label.
 COVERAGE_MINIMUM = {
+    "cross closing fill repaid": 10,
+    "isolated reverse": 2,
     "liquidation: cross": 10,
     "liquidation: isolated spot": 6,
     "liquidation: SWAP": 6,
