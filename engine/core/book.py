@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedDict
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def price_key(px: Decimal | None, tick: Decimal, is_buy: bool) -> int:
     return -ticks if is_buy else ticks
 
 
+@mypyc_attr(native_class=False)  # mypyc cannot compile a native subclass of RuntimeError
 class BookInvariantError(RuntimeError):
     """The book broke an invariant: the engine must halt without committing."""
 

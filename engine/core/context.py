@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mypy_extensions import mypyc_attr
+
 from engine.core.evolve import apply
 from engine.core.state import State
 from events import journal as ev
@@ -27,6 +29,7 @@ class Rejected(Exception):
         self.message = message
 
 
+@mypyc_attr(native_class=False)  # mypyc cannot compile a native subclass of RuntimeError
 class InvariantBroken(RuntimeError):
     """A broken invariant: the engine halts without committing the command's outcome."""
 
