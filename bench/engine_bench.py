@@ -93,8 +93,12 @@ def source_info() -> dict[str, Any]:
         return done.stdout.rstrip("\n") if done.returncode == 0 else ""
 
     modified = git("status", "--porcelain", "--", "engine", "events")
+    import engine.core.step as step_module
+
     return {
         "commit": git("rev-parse", "--short", "HEAD").strip() or "unknown",
+        # mypyc overlay (scripts/build_core.py) or the sources; MARGINBOOK_CORE picks
+        "core": "interpreted" if step_module.__file__.endswith(".py") else "compiled",
         "modified_engine_files": [line[3:] for line in modified.splitlines()],
     }
 
@@ -381,7 +385,7 @@ def render(console: Console, r: dict[str, Any]) -> None:
     src = r["source"]
     dirty = src["modified_engine_files"]
     console.print(
-        f"source: commit {src['commit']}"
+        f"source: commit {src['commit']}, {src['core']} core"
         + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else " (engine and events unmodified)")
     )
     f = r["flow"]
