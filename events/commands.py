@@ -62,6 +62,10 @@ class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class ListAsset(_Command, frozen=True, tag="list_asset"):
     ccy: Name
     decimals: Annotated[int, msgspec.Meta(ge=0, le=18)]
+    #: Contract extension (docs/decisions.md 35): the collateral discount of the currency in
+    #: the adjusted equity, a fraction within [0, 1]. Absent (``UNSET``, the default) means 1,
+    #: and the field is then not written, so logs listing without it encode exactly as before.
+    discount: DecStr | msgspec.UnsetType = msgspec.UNSET
 
 
 class ListInstrument(_Command, frozen=True, tag="list_instrument"):
@@ -122,6 +126,26 @@ class SetLeverage(_Command, frozen=True, tag="set_leverage"):
 class SetPositionMode(_Command, frozen=True, tag="set_position_mode"):
     acct: Name
     posMode: Literal["net_mode", "long_short_mode"]
+
+
+class SetAccountMode(_Command, frozen=True, tag="set_account_mode"):
+    """Contract extension (docs/decisions.md 35b): ``unified`` (the default: perpetuals margin
+    from the account's one balance) or ``futures_wallet`` (perpetual margin, fees, funding and
+    P&L live in a futures wallet apart from the spot wallet; money moves by ``transfer``)."""
+
+    acct: Name
+    acctMode: Literal["unified", "futures_wallet"]
+
+
+class Transfer(_Command, frozen=True, tag="transfer"):
+    """Contract extension (docs/decisions.md 35c): move ``amt`` of ``ccy`` between the spot and
+    the futures wallet of an account in ``futures_wallet`` mode (``from``/``to`` on the wire)."""
+
+    acct: Name
+    ccy: Name
+    amt: DecStr
+    source: Literal["spot", "futures"] = msgspec.field(name="from")
+    target: Literal["spot", "futures"] = msgspec.field(name="to")
 
 
 class PlaceOrder(_Command, frozen=True, tag="place_order"):
@@ -206,6 +230,8 @@ Command = (
     | MarkPrice
     | AccrueInterest
     | SettleFunding
+    | SetAccountMode
+    | Transfer
 )
 
 COMMAND_TYPES: tuple[type[_Command], ...] = (
@@ -225,4 +251,6 @@ COMMAND_TYPES: tuple[type[_Command], ...] = (
     MarkPrice,
     AccrueInterest,
     SettleFunding,
+    SetAccountMode,
+    Transfer,
 )

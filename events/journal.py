@@ -28,9 +28,13 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_field
 # --- reference data ------------------------------------------------------------------------
 
 
-class AssetListed(_Event, frozen=True, tag="asset_listed"):
+class AssetListed(_Event, frozen=True, tag="asset_listed", omit_defaults=True):
+    """``discount`` (the adjusted-equity collateral discount, docs/decisions.md 35) is written
+    only when not 1 (absent: 1)."""
+
     ccy: str
     decimals: int
+    discount: Decimal | None = None
 
 
 class InstrumentListed(_Event, frozen=True, tag="instrument_listed"):
@@ -73,6 +77,25 @@ class Withdrawn(_Event, frozen=True, tag="withdrawn"):
     acct: str
     ccy: str
     amt: Decimal
+
+
+class Transferred(_Event, frozen=True, tag="transferred"):
+    """``amt`` of ``ccy`` moved between the spot wallet (account ``acct``) and its futures
+    wallet (account ``acct/futures``); ``from``/``to`` are ``spot`` or ``futures``
+    (docs/decisions.md 35c)."""
+
+    acct: str
+    ccy: str
+    amt: Decimal
+    source: str = msgspec.field(name="from")
+    target: str = msgspec.field(name="to")
+
+
+class AccountModeSet(_Event, frozen=True, tag="account_mode_set"):
+    """A ``set_account_mode`` was accepted (docs/decisions.md 35b)."""
+
+    acct: str
+    acctMode: str
 
 
 class Borrowed(_Event, frozen=True, tag="borrowed"):
@@ -427,6 +450,8 @@ Event = (
     | MarkPriceSet
     | Deposited
     | Withdrawn
+    | Transferred
+    | AccountModeSet
     | Borrowed
     | Repaid
     | InterestHourClosed

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.core import cross_position, margin, position_risk, risk
+import msgspec
+
+from engine.core import adjusted, cross_position, margin, position_risk, risk, wallets
 from engine.core.money import NEAR, ZERO, fmt, round_down, round_up
-from engine.core.state import Account, State
+from engine.core.state import FUTURES_SUFFIX, Account, State
 from projections.views import AccountView, BalanceView, PositionView, RiskView
 
 
@@ -46,12 +48,19 @@ def account_view(state: State, account: Account) -> AccountView:
         )
         for ccy, bal in account.balances.items()
     ]
+    mode, wallet = _wallet_of(state, account)
+    if wallet == "futures":
+        balances = [msgspec.structs.replace(b, maxTransfer=fmt(wallets.transferable(state, account, b.ccy)))
+                    if b.ccy in state.assets else b for b in balances]  # fmt: skip
     try:
         figures = risk.account_risk(state, account, with_imr=True)
     except AssertionError:
         figures = None
     if figures is None:
-        return AccountView(acct=account.acct, totalEq="", imr="", mmr="", mgnRatio="", balances=balances)
+        return AccountView(
+            acct=account.acct, totalEq="", imr="", mmr="", mgnRatio="", balances=balances, acctMode=mode,
+            wallet=wallet,
+        )  # fmt: skip
     has_debt = figures.required > 0
     return AccountView(
         acct=account.acct,
@@ -60,7 +69,21 @@ def account_view(state: State, account: Account) -> AccountView:
         mmr=fmt(round_up(figures.required, places)) if has_debt else "",
         mgnRatio=_ratio(figures.ratio),
         balances=balances,
+        acctMode=mode,
+        wallet=wallet,
+        adjEq=fmt(round_down(adjusted.adjusted_equity(state, account), places)),
+        ordFroz=fmt(round_up(adjusted.held_equity(state, account), places)),
     )
+
+
+def _wallet_of(state: State, account: Account) -> tuple[str, str]:
+    """``(acctMode, wallet)`` of an account view (``engine.core.wallets``)."""
+    if account.acct.endswith(FUTURES_SUFFIX):
+        owner = state.accounts.get(account.acct[: -len(FUTURES_SUFFIX)])
+        return (owner.acct_mode if owner is not None else "futures_wallet"), "futures"
+    if account.acct_mode == "futures_wallet":
+        return account.acct_mode, "spot"
+    return account.acct_mode, ""
 
 
 def cross_positions(state: State, account: Account) -> list[PositionView]:

@@ -15,6 +15,9 @@ class BalanceView(msgspec.Struct, frozen=True):
     availBal: str
     liab: str
     interest: str
+    #: A futures wallet's balance: the most a ``transfer`` to the spot wallet accepts now
+    #: (``engine.core.wallets.transferable``); ``""`` elsewhere (docs/decisions.md 35c).
+    maxTransfer: str = ""
 
 
 class AccountView(msgspec.Struct, frozen=True):
@@ -24,6 +27,16 @@ class AccountView(msgspec.Struct, frozen=True):
     mmr: str
     mgnRatio: str
     balances: list[BalanceView]
+    #: ``unified`` or ``futures_wallet`` (``set_account_mode``, docs/decisions.md 35b); a futures
+    #: wallet shows its owner's mode.
+    acctMode: str = "unified"
+    #: ``""`` in unified mode; ``spot`` (the account itself) or ``futures`` (``acct/futures``).
+    wallet: str = ""
+    #: Adjusted equity and the held equity of pending isolated orders, in the valuation
+    #: currency (seed 001, ``engine.core.adjusted``; docs/decisions.md 35): adjEq rounded down,
+    #: ordFroz up; ``""`` without prices.
+    adjEq: str = ""
+    ordFroz: str = ""
 
 
 class PositionView(msgspec.Struct, frozen=True):

@@ -17,6 +17,7 @@ from engine.core.margin import average_entry, perp_order_im
 from engine.core.money import DOWN, NEAR, ZERO, round_down, round_up
 from engine.core.opening import add_fill
 from engine.core.state import (
+    FUTURES_SUFFIX,
     Account,
     Asset,
     Balance,
@@ -75,7 +76,9 @@ def _add(pool: dict[str, Decimal], ccy: str, amt: Decimal) -> None:
 
 
 def _asset_listed(state: State, e: ev.AssetListed) -> None:
-    state.assets[e.ccy] = Asset(e.ccy, e.decimals)
+    asset = state.assets[e.ccy] = Asset(e.ccy, e.decimals)
+    if e.discount is not None:
+        asset.discount = e.discount
 
 
 def _instrument_listed(state: State, e: ev.InstrumentListed) -> None:
@@ -121,6 +124,20 @@ def _deposited(state: State, e: ev.Deposited) -> None:
 
 def _withdrawn(state: State, e: ev.Withdrawn) -> None:
     state.accounts[e.acct].balances[e.ccy].cash -= e.amt
+
+
+def _transferred(state: State, e: ev.Transferred) -> None:
+    spot = state.accounts[e.acct]
+    futures = state.accounts[e.acct + FUTURES_SUFFIX]
+    source, target = (spot, futures) if e.source == "spot" else (futures, spot)
+    source.balances[e.ccy].cash -= e.amt
+    target.balance(e.ccy).cash += e.amt
+
+
+def _account_mode_set(state: State, e: ev.AccountModeSet) -> None:
+    state.accounts[e.acct].acct_mode = e.acctMode
+    if e.acctMode == "futures_wallet":
+        state.account(e.acct + FUTURES_SUFFIX)
 
 
 def _exposure(state: State, account: Account) -> None:
@@ -636,6 +653,8 @@ _APPLY: Final[dict[type, Callable[[State, Any], None]]] = {
     ev.MarkPriceSet: _mark_price_set,
     ev.Deposited: _deposited,
     ev.Withdrawn: _withdrawn,
+    ev.Transferred: _transferred,
+    ev.AccountModeSet: _account_mode_set,
     ev.Borrowed: _borrowed,
     ev.Repaid: _repaid,
     ev.InterestHourClosed: _interest_hour_closed,

@@ -487,3 +487,13 @@ def no_worse_than_before(excess_after: Decimal, required_after: Decimal, excess:
     if required <= 0 or required_after >= required:
         return excess_after >= excess
     return excess_after * required >= excess * required_after
+
+
+# --- multi-currency isolated margin: adjusted equity (seed 001; docs/decisions.md 35) --------
+
+
+def adjusted_value(value: Decimal, discount: Decimal) -> Decimal:
+    """One currency's contribution to the adjusted equity: its equity ``value`` (net units at
+    the mark, in the valuation currency) times its collateral ``discount`` when positive; a
+    negative equity (a debt beyond the holding) counts in full. Exact (no rounding)."""
+    return value * discount if value > 0 else value

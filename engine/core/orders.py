@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 from engine.core import cross_position, fill_guard, isolated, margin, reverse
+from engine.core.adjusted import check_held_equity
 from engine.core.context import Ctx, Rejected
 from engine.core.funds import emit_borrow
 from engine.core.money import DOWN, NEAR, ZERO, fmt, is_multiple
@@ -130,6 +131,8 @@ def place_order(ctx: Ctx, cmd: PlaceOrder) -> None:
         terms = isolated.OrderTerms(
             _check_funds(state, account, inst, cmd, is_buy, sz, px, fill_sz, fill_notional), "", mgn_ccy, None, False
         )
+    if cmd.tdMode == "isolated" and not terms.reduce and terms.frozen:
+        check_held_equity(state, account, terms.mgn_ccy, terms.frozen)  # seed 001, decision 35
     order_id = state.next_order_id
     ctx.emit(
         ev.OrderAccepted(

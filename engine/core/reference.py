@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
+
 from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.isolated import pending_borrow
@@ -32,7 +34,11 @@ from events.commands import ListAsset, ListInstrument, MarkPrice, SetInterestRat
 def list_asset(ctx: Ctx, cmd: ListAsset) -> None:
     if cmd.ccy in ctx.state.assets:
         raise Rejected("already_listed", f"ccy {cmd.ccy} is already listed")
-    ctx.emit(ev.AssetListed(ccy=cmd.ccy, decimals=cmd.decimals))
+    discount = ONE if isinstance(cmd.discount, msgspec.UnsetType) else Decimal(cmd.discount)
+    if discount > ONE:
+        raise Rejected("invalid_discount", f"discount {cmd.discount} must be within [0, 1]")
+    # 1 (however written) is the default: the event then carries nothing, and the fold takes 1
+    ctx.emit(ev.AssetListed(ccy=cmd.ccy, decimals=cmd.decimals, discount=None if discount == ONE else discount))
 
 
 def _positive(raw: str | None, name: str) -> Decimal:

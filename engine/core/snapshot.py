@@ -36,6 +36,9 @@ class _Asset(msgspec.Struct, array_like=True):
     hourly_rate: Decimal
     accrual: str
     compounding: str
+    #: Added in version 4 (docs/decisions.md 35): trailing, with a default, so earlier
+    #: version-4 snapshots still restore.
+    discount: Decimal = Decimal(1)
 
 
 class _Order(msgspec.Struct, array_like=True):
@@ -118,6 +121,8 @@ class _Account(msgspec.Struct, array_like=True):
     isolated: list[_Isolated]
     perps: list[_Perp]
     pos_mode: str
+    #: Added in version 4 (docs/decisions.md 35b): trailing, with a default.
+    acct_mode: str = "unified"
 
 
 class _Book(msgspec.Struct, array_like=True):
@@ -194,6 +199,7 @@ def capture(state: State) -> Snapshot:
                 for k, p in a.perps.items()
             ],
             pos_mode=a.pos_mode,
+            acct_mode=a.acct_mode,
         )
         for a in state.accounts.values()
     ]
@@ -238,7 +244,7 @@ def capture(state: State) -> Snapshot:
         next_trade_id=state.next_trade_id,
         valuation_ccy=state.valuation_ccy,
         assets=[
-            _Asset(a.ccy, a.decimals, a.daily_rate, a.hourly_rate, a.accrual, a.compounding)
+            _Asset(a.ccy, a.decimals, a.daily_rate, a.hourly_rate, a.accrual, a.compounding, a.discount)
             for a in state.assets.values()
         ],
         instruments=specs,
@@ -283,6 +289,7 @@ def restore(data: bytes) -> State:
         asset = state.assets[a.ccy] = Asset(a.ccy, a.decimals)
         asset.daily_rate, asset.hourly_rate = a.daily_rate, a.hourly_rate
         asset.accrual, asset.compounding = a.accrual, a.compounding
+        asset.discount = a.discount
     for spec in snap.instruments:
         inst = instrument_from_spec(spec)
         inst.spec = spec
@@ -321,6 +328,7 @@ def restore(data: bytes) -> State:
             perp.margin_call, perp.liquidating = sp2.margin_call, sp2.liquidating
             state.pos_watch.dirty[watch_key(sa.acct, sp2.inst_id, sp2.pos_side)] = None
         account.pos_mode = sa.pos_mode
+        account.acct_mode = sa.acct_mode
     for so in snap.orders:
         order = Order(
             so.order_id,

@@ -14,12 +14,16 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.core.book import OrderBook
-from engine.core.money import ZERO
+from engine.core.money import ONE, ZERO
 from engine.core.watch import RiskWatch
+
+#: The futures wallet of account ``A`` in ``futures_wallet`` mode is the account ``A/futures``
+#: (docs/decisions.md 35b); commands may not name such an account themselves.
+FUTURES_SUFFIX = "/futures"
 
 
 class Asset:
-    __slots__ = ("accrual", "ccy", "compounding", "daily_rate", "decimals", "hourly_rate")
+    __slots__ = ("accrual", "ccy", "compounding", "daily_rate", "decimals", "discount", "hourly_rate")
 
     def __init__(self, ccy: str, decimals: int) -> None:
         self.ccy = ccy
@@ -32,6 +36,8 @@ class Asset:
         #: ``daily_rate / 24``, exact to 50 significant digits (a daily rate has few digits,
         #: so the quotient is either exact or repeats; interest rounds the product up).
         self.hourly_rate = ZERO
+        #: Collateral discount in the adjusted equity (docs/decisions.md 35): 1 unless listed.
+        self.discount = ONE
 
 
 class TierRow:
@@ -316,6 +322,7 @@ class PerpPosition:
 class Account:
     __slots__ = (
         "acct",
+        "acct_mode",
         "balances",
         "cross_in",
         "cross_out",
@@ -349,6 +356,9 @@ class Account:
         #: Perpetual positions by (instId, posSide); ``pos_mode`` ``net_mode``/``long_short_mode``.
         self.perps: dict[tuple[str, str], PerpPosition] = {}
         self.pos_mode = "net_mode"
+        #: ``unified`` (default) or ``futures_wallet``: perpetuals then live in the account
+        #: ``acct/futures`` (``engine.core.wallets``, docs/decisions.md 35b).
+        self.acct_mode = "unified"
         #: Σ initial margin of the resting cross SWAP orders at their limit price for their
         #: remaining size (``margin.perp_order_im``), as if all of them opened — a cache of the
         #: open orders kept by the fold (rebuilt on restore).

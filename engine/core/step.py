@@ -7,7 +7,9 @@ state. A command whose ``id`` was seen before is answered ``command_rejected`` /
 applied or refused (a retry gets the same answer: refused as a duplicate).
 
 Order of work inside one step: the size rule (``engine.core.limits``: a command too large to
-journal is refused ``too_large``), then dispatch to the handler (which emits, and so applies, events);
+journal is refused ``too_large``), then the wallet routing (``engine.core.wallets.route``: a
+SWAP command of an account in ``futures_wallet`` mode applies to its futures wallet), then
+dispatch to the handler (which emits, and so applies, events);
 a business refusal becomes ``order_rejected`` (orders) or ``command_rejected`` — so does a
 command whose numbers are too large for exact arithmetic, if nothing was decided yet
 (``out_of_range``); then every
@@ -25,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from engine.core import closing, funds, isolated, limits, orders, reference, swap, sweep
+from engine.core import closing, funds, isolated, limits, orders, reference, swap, sweep, wallets
 from engine.core.context import Ctx, InvariantBroken, Rejected
 from engine.core.evolve import apply
 from engine.core.liquidation import evaluate
@@ -83,6 +85,8 @@ _HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
     cmd.MarkPrice: _mark_price,
     cmd.AccrueInterest: funds.accrue_interest,
     cmd.SettleFunding: swap.settle_funding,
+    cmd.SetAccountMode: wallets.set_account_mode,
+    cmd.Transfer: wallets.transfer,
 }
 #: The full-sweep engine's handlers: a mark only sets the price (every account is swept after).
 _FULL_SWEEP_HANDLERS: Final[dict[type, Callable[[Ctx, Any], None]]] = {
@@ -139,6 +143,7 @@ class Engine:
         else:
             try:
                 limits.check_size(command)
+                command = wallets.route(state, command)  # SWAP commands to a futures wallet
                 (_FULL_SWEEP_HANDLERS if full else _HANDLERS)[type(command)](ctx, command)
             except Rejected as refusal:
                 if ctx.events:
