@@ -90,7 +90,9 @@ def test_committed_openapi_document_is_the_generated_one() -> None:
         "/healthz",
     } <= set(generated["paths"])
     schemas = generated["components"]["schemas"]
-    assert {"acct", "totalEq", "imr", "mmr", "mgnRatio", "balances"} == set(schemas["AccountView"]["properties"])
+    assert {"acct", "totalEq", "imr", "mmr", "mgnRatio", "balances", "acctMode", "wallet", "adjEq", "ordFroz"} == set(
+        schemas["AccountView"]["properties"]
+    )
     assert {"liqPx", "markPx", "posSide", "instId", "lever"} <= set(schemas["PositionView"]["properties"])
     assert {"type", "seq", "ts", "acct", "mgnRatio"} <= set(schemas["AlertView"]["properties"])
 
