@@ -220,6 +220,8 @@ class _Model:
     shorts: list[str] = field(default_factory=list)
     #: Isolated spot positions the generator opened: ``(acct, instId)`` → (long?, margin ccy, size).
     iso: dict[tuple[str, str], tuple[bool, str, Decimal]] = field(default_factory=dict)
+    #: Accounts the prelude put in ``futures_wallet`` mode (decision 35b).
+    futures: list[str] = field(default_factory=list)
     #: Position mode the generator set per account (default ``net_mode``).
     pos_mode: dict[str, str] = field(default_factory=dict)
     #: SWAP positions the generator opened: ``(acct, posSide)`` → (long?, tdMode, contracts).
@@ -362,7 +364,12 @@ class _Model:
                 if c not in ccys:
                     ccys.append(c)
         for c in ccys:
-            self.emit({"type": "list_asset", "ccy": c, "decimals": 8})
+            listing_asset: Json = {"type": "list_asset", "ccy": c, "decimals": 8}
+            if self.isolated and c != "USDT":  # collateral discounts bind adjusted equity (decision 35)
+                discount = self.draw(_of(("1", "1", "0.9", "0.5")))
+                if discount != "1":
+                    listing_asset["discount"] = discount
+            self.emit(listing_asset)
         for inst in self.insts:
             listing: Json = {
                 "type": "list_instrument",
@@ -431,7 +438,16 @@ class _Model:
                     amt = (value / self.marks[f"{c}-USDT"]).quantize(Decimal("1e-8"), rounding=ROUND_FLOOR)
                     self.usdt[acct] += value
                     self.emit({"type": "deposit", "acct": acct, "ccy": c, "amt": dec_str(amt)})
-        if self.swap is not None:  # hedge mode, set before any position exists
+        if self.swap is not None:  # futures wallets (decision 35b), then hedge mode
+            for acct in self.accounts:
+                if self.draw(_ints(0, 3)) == 0:
+                    self.futures.append(acct)
+                    self.emit({"type": "set_account_mode", "acct": acct, "acctMode": "futures_wallet"})
+                    share = self.draw(_of((Decimal("0.5"), Decimal("0.2"), Decimal("0.9"))))
+                    amt = dec_str((self.usdt[acct] * share).quantize(Decimal(1)))
+                    self.emit(
+                        {"type": "transfer", "acct": acct, "ccy": "USDT", "amt": amt, "from": "spot", "to": "futures"}
+                    )
             for acct in self.accounts:
                 if self.draw(_ints(0, 2)) == 0:
                     self.pos_mode[acct] = "long_short_mode"
@@ -1003,6 +1019,23 @@ class _Model:
         rate = self.draw(_of(("0.0001", "0.00375", "-0.0001", "-0.00375", "0.01", "-0.02", "0.08", "0")))
         self.emit({"type": "settle_funding", "instId": swap.inst_id, "fundingRate": rate})
 
+    def op_transfer(self) -> None:
+        """``transfer`` between the wallets of a futures-wallet account (decision 35c): often
+        refused (the margin a position needs, frozen funds, a unified account)."""
+        acct = self.draw(_of(tuple(self.futures))) if self.futures and self.draw(_ints(0, 5)) else self.acct()
+        source, target = self.draw(_of((("spot", "futures"), ("futures", "spot"))))
+        ccy = "USDT" if self.draw(_ints(0, 9)) else self.ccy()
+        self.emit(
+            {"type": "transfer", "acct": acct, "ccy": ccy, "amt": self._amount(ccy), "from": source, "to": target}
+        )
+
+    def op_acct_mode(self) -> None:
+        """``set_account_mode`` (decision 35b): refused while the account has SWAP positions or
+        orders in the wallet it leaves."""
+        acct = self.acct()
+        mode = self.draw(_of(("futures_wallet", "unified")))
+        self.emit({"type": "set_account_mode", "acct": acct, "acctMode": mode})
+
     def op_pos_mode(self) -> None:
         """Change the position mode (refused while the account has SWAP positions or orders)."""
         acct = self.acct()
@@ -1346,6 +1379,8 @@ _SWAP_WEIGHTS = {
     "swap_squeeze": 3,
     "funding": 5,
     "pos_mode": 1,
+    "transfer": 3,
+    "acct_mode": 1,
 }
 
 

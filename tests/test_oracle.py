@@ -48,7 +48,7 @@ from strategies import Scenario, Target, oracle_scenarios, ratio_at, targets
 from engine.core import snapshot
 from engine.core.margin import LIQUIDATION_RATIO, WARNING_RATIO
 from engine.core.risk import account_risk
-from engine.core.state import State
+from engine.core.state import FUTURES_SUFFIX, State
 from engine.core.step import Engine
 from engine.core.sweep import exposed_to_mark
 from engine.io.embedded import EmbeddedEngine
@@ -85,6 +85,8 @@ CATEGORIES = (
     "restart with a standing margin call",
     "restart with an unfinished liquidation",
     "restart between identical marks",
+    "transfer between wallets",
+    "futures wallet liquidated",
 )
 
 
@@ -167,6 +169,10 @@ class Observer:
                 seen.add("insurance fund covered")
             elif isinstance(e, ev.DebtWrittenOff):
                 seen.add("debt written off")
+            elif isinstance(e, ev.Transferred):
+                seen.add("transfer between wallets")
+            if isinstance(e, ev.LiquidationStarted) and e.acct.endswith(FUTURES_SUFFIX):
+                seen.add("futures wallet liquidated")
 
 
 def _events(raw: bytes) -> list[str]:

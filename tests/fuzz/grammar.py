@@ -273,7 +273,8 @@ class Grammar:
     def prelude(self) -> None:
         self.edgy = self.draw(0, 15) == 15
         for ccy in ("USDT", "BTC", "ETH"):
-            self.emit("list_asset", ccy=ccy, decimals=self.odd(8, _DECIMALS))
+            discount = self.odd(None, ("0.9", "0.5", "0", "1", "1.5"))  # decision 35
+            self.emit("list_asset", ccy=ccy, decimals=self.odd(8, _DECIMALS), discount=discount)
             self.typical.setdefault(ccy, _TYPICAL[ccy])
         for inst_id, base, quote, tick, lot, min_sz, mark in _SPOTS:
             if inst_id != "BTC-USDT" and self.chance(2):
@@ -522,6 +523,23 @@ class Grammar:
     def op_position_mode(self) -> None:
         self.emit("set_position_mode", acct=self.acct(), posMode=self.pick(("long_short_mode", "net_mode")))
 
+    def op_account_mode(self) -> None:
+        """``set_account_mode`` (decision 35b): refused while SWAP positions or orders are open."""
+        self.emit("set_account_mode", acct=self.acct(), acctMode=self.pick(("futures_wallet", "unified")))
+
+    def op_transfer(self) -> None:
+        """``transfer`` between the spot and futures wallets (decision 35c), mostly USDT."""
+        ccy = self.vary("USDT", ("BTC", "ETH"))
+        way = self.pick((("spot", "futures"), ("futures", "spot"), ("spot", "spot")))
+        amt = self.amount(ccy)
+        self.emit(
+            "transfer",
+            acct=self.vary(self.acct(), ("alice/futures",)),
+            ccy=ccy,
+            amt=amt,
+            **{"from": way[0], "to": way[1]},
+        )
+
     def op_accrue(self) -> None:
         hours = self.pick((1, 1, 0, 2, 24))
         self.emit("accrue_interest", with_id=self.chance(2), at=(self.ts // HOUR_MS + hours) * HOUR_MS)
@@ -579,6 +597,8 @@ _OPS: tuple[str, ...] = (
     "close",
     "leverage",
     "position_mode",
+    "account_mode",
+    *["transfer"] * 2,
     "accrue",
     "rate",
     "funding",
