@@ -41,7 +41,7 @@ import msgspec
 
 from engine.core import margin
 from engine.core.money import fmt, use_engine_context
-from engine.core.state import Account, State
+from engine.core.state import FUTURES_SUFFIX, Account, State
 from engine.core.step import fold
 from events import journal as ev
 from events.codec import decode_outcome_json, encode_json
@@ -169,6 +169,8 @@ class Projector:
         for index, event in enumerate(outcome.events):
             if isinstance(event, ev.Traded):
                 dirty[event.makerAcct] = dirty[event.takerAcct] = seq
+            elif isinstance(event, ev.Transferred | ev.AccountModeSet):  # both wallets' views change
+                dirty[event.acct] = dirty[event.acct + FUTURES_SUFFIX] = seq
             elif isinstance(event, ev.MarkPriceSet):
                 self._marked[event.instId] = seq
             elif isinstance(event, _INERT):

@@ -15,7 +15,8 @@ fund and ``insurance_fund_covered`` moves it back out to the account (never belo
 subtracted on the held side); ``pnl_realised`` moves perpetual P&L between the account and the
 clearing balance; a liquidation fee (``liquidation_fee_charged``) moves cash into the
 fund. Isolated positions (holdings, margin, debt) and perpetual margins count with their account
-(``engine.core.holdings``); position events name the account and currency they change. Frozen
+(``engine.core.holdings``); position events name the account and currency they change; a
+``transferred`` moves cash between an account and its futures wallet (``A/futures``), both named. Frozen
 amounts are views of cash and do not count twice.
 
 The report folds the recorded journal (``events.log``) with the engine's fold. The account side
@@ -35,7 +36,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 
 from engine.core.holdings import currencies, held
 from engine.core.money import ZERO
-from engine.core.state import State
+from engine.core.state import FUTURES_SUFFIX, State
 from events import journal as ev
 from replay.journal import Entry, apply_checked, read_journal, record_checked
 
@@ -117,6 +118,8 @@ def _named(state: State, event: ev.Event) -> list[tuple[str, str]]:
     if isinstance(event, ev.PositionReleased):
         inst = state.instruments[event.instId]
         return [(event.acct, inst.base), (event.acct, inst.quote)]
+    if isinstance(event, ev.Transferred):  # both wallets (docs/decisions.md 35c)
+        return [(event.acct, event.ccy), (event.acct + FUTURES_SUFFIX, event.ccy)]
     acct, ccy = getattr(event, "acct", None), getattr(event, "ccy", None)
     if isinstance(acct, str) and isinstance(ccy, str):
         return [(acct, ccy)]

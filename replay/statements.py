@@ -3,7 +3,8 @@ with the command and the event that caused it.
 
 The statement folds the recorded journal (``events.log``) through the engine's own fold
 (:func:`engine.core.evolve.apply`), so each row is exactly what the engine did: for every event
-that names the account (``acct``, or ``makerAcct``/``takerAcct`` of a trade — in
+that names the account (``acct``, or ``makerAcct``/``takerAcct`` of a trade, or the futures
+wallet ``acct/futures`` of a ``transferred`` — in
 ``engine/core/evolve.py`` every event that changes an account names it), the account's balances
 and positions are compared before and after the event, and one row is written per currency and
 per instrument that changed:
@@ -32,7 +33,7 @@ from typing import Any, TextIO
 import msgspec
 
 from engine.core.money import ZERO
-from engine.core.state import Account, State
+from engine.core.state import FUTURES_SUFFIX, Account, State
 from events import journal as ev
 from replay.journal import apply_checked, command_type, read_journal, record_checked
 
@@ -114,6 +115,8 @@ def event_accounts(event: ev.Event) -> tuple[str, ...]:
     """The accounts an event names (the only ones its fold can change)."""
     if isinstance(event, ev.Traded):
         return (event.makerAcct, event.takerAcct)
+    if isinstance(event, ev.Transferred):  # the account and its futures wallet (decision 35c)
+        return (event.acct, event.acct + FUTURES_SUFFIX)
     acct = getattr(event, "acct", None)
     return (acct,) if isinstance(acct, str) else ()
 
