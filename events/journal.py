@@ -81,7 +81,7 @@ class Withdrawn(_Event, frozen=True, tag="withdrawn"):
 
 class Transferred(_Event, frozen=True, tag="transferred"):
     """``amt`` of ``ccy`` moved between the spot wallet (account ``acct``) and its futures
-    wallet (account ``acct/futures``); ``from``/``to`` are ``spot`` or ``futures``
+    wallet (account ``acct:futures``); ``from``/``to`` are ``spot`` or ``futures``
     (docs/decisions.md 35c)."""
 
     acct: str

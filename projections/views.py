@@ -30,7 +30,7 @@ class AccountView(msgspec.Struct, frozen=True):
     #: ``unified`` or ``futures_wallet`` (``set_account_mode``, docs/decisions.md 35b); a futures
     #: wallet shows its owner's mode.
     acctMode: str = "unified"
-    #: ``""`` in unified mode; ``spot`` (the account itself) or ``futures`` (``acct/futures``).
+    #: ``""`` in unified mode; ``spot`` (the account itself) or ``futures`` (``acct:futures``).
     wallet: str = ""
     #: Adjusted equity and the held equity of pending isolated orders, in the valuation
     #: currency (seed 001, ``engine.core.adjusted``; docs/decisions.md 35): adjEq rounded down,

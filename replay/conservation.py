@@ -16,7 +16,7 @@ subtracted on the held side); ``pnl_realised`` moves perpetual P&L between the a
 clearing balance; a liquidation fee (``liquidation_fee_charged``) moves cash into the
 fund. Isolated positions (holdings, margin, debt) and perpetual margins count with their account
 (``engine.core.holdings``); position events name the account and currency they change; a
-``transferred`` moves cash between an account and its futures wallet (``A/futures``), both named. Frozen
+``transferred`` moves cash between an account and its futures wallet (``A:futures``), both named. Frozen
 amounts are views of cash and do not count twice.
 
 The report folds the recorded journal (``events.log``) with the engine's fold. The account side

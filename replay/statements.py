@@ -4,7 +4,7 @@ with the command and the event that caused it.
 The statement folds the recorded journal (``events.log``) through the engine's own fold
 (:func:`engine.core.evolve.apply`), so each row is exactly what the engine did: for every event
 that names the account (``acct``, or ``makerAcct``/``takerAcct`` of a trade, or the futures
-wallet ``acct/futures`` of a ``transferred`` — in
+wallet ``acct:futures`` of a ``transferred`` — in
 ``engine/core/evolve.py`` every event that changes an account names it), the account's balances
 and positions are compared before and after the event, and one row is written per currency and
 per instrument that changed:

@@ -33,7 +33,7 @@ from events import journal as ev
 
 D = Decimal
 SWAP = "BTC-USDT-SWAP"
-FUT = "alice/futures"
+FUT = "alice:futures"
 
 
 def _listed() -> Harness:

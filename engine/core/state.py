@@ -17,9 +17,9 @@ from engine.core.book import OrderBook
 from engine.core.money import ONE, ZERO
 from engine.core.watch import RiskWatch
 
-#: The futures wallet of account ``A`` in ``futures_wallet`` mode is the account ``A/futures``
+#: The futures wallet of account ``A`` in ``futures_wallet`` mode is the account ``A:futures``
 #: (docs/decisions.md 35b); commands may not name such an account themselves.
-FUTURES_SUFFIX = "/futures"
+FUTURES_SUFFIX = ":futures"
 
 
 class Asset:
@@ -357,7 +357,7 @@ class Account:
         self.perps: dict[tuple[str, str], PerpPosition] = {}
         self.pos_mode = "net_mode"
         #: ``unified`` (default) or ``futures_wallet``: perpetuals then live in the account
-        #: ``acct/futures`` (``engine.core.wallets``, docs/decisions.md 35b).
+        #: ``acct:futures`` (``engine.core.wallets``, docs/decisions.md 35b).
         self.acct_mode = "unified"
         #: Σ initial margin of the resting cross SWAP orders at their limit price for their
         #: remaining size (``margin.perp_order_im``), as if all of them opened — a cache of the

@@ -7,15 +7,15 @@ transfer."*
 **Account mode** (``set_account_mode``): ``unified`` (the default, as before: perpetuals are
 margined from the account's one balance and count in its cross ratio) or ``futures_wallet``.
 In ``futures_wallet`` mode the account ``A`` is its **spot wallet** and the engine keeps its
-**futures wallet** as the account ``A/futures`` (``futures_of``): every command about a SWAP
+**futures wallet** as the account ``A:futures`` (``futures_of``): every command about a SWAP
 instrument that names ``A`` (``place_order``, ``cancel_order``, ``set_leverage``,
 ``adjust_margin``, ``close_position``) and every ``set_position_mode`` is applied to
-``A/futures`` (:func:`route`), so perpetual margin is frozen from and posted out of the futures
+``A:futures`` (:func:`route`), so perpetual margin is frozen from and posted out of the futures
 wallet, isolated margin returns to it when a position closes, and fees, funding and realised
 P&L settle in it; its cross perpetuals are margined by the futures wallet alone (its own cross
 ratio: a loss there never reaches the spot wallet, and spot debt never reaches the futures
 positions). Deposits, withdrawals, borrowing, repaying and spot orders stay with ``A``. No
-command may name an account ending in ``/futures`` itself (``invalid_acct``).
+command may name an account ending in ``:futures`` itself (``invalid_acct``).
 
 Switching to ``futures_wallet`` is refused while ``A`` holds a SWAP position or order (they
 would have to move between wallets: ``positions_open``); switching back to ``unified`` is

@@ -534,7 +534,7 @@ class Grammar:
         amt = self.amount(ccy)
         self.emit(
             "transfer",
-            acct=self.vary(self.acct(), ("alice/futures",)),
+            acct=self.vary(self.acct(), ("alice:futures",)),
             ccy=ccy,
             amt=amt,
             **{"from": way[0], "to": way[1]},
