@@ -173,7 +173,8 @@ def transfer(ctx: Ctx, command: cmd.Transfer) -> None:
     where = f"transfer {fmt(amt)} {command.ccy} from the {command.source} wallet of {command.acct}"
     free = source.free(command.ccy)
     if free < amt:
-        raise Rejected("insufficient_balance", f"{where}: {fmt(free)} available (the rest is frozen by orders)")
+        shown = f"{where}: {fmt(free)} {command.ccy} is free (what orders froze or positions posted cannot move)"
+        raise Rejected("insufficient_balance", shown)
     if _has_cross_risk(source):
         failure = check_initial_margin(state, source, out={command.ccy: amt})
         if failure is not None:
