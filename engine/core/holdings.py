@@ -11,8 +11,9 @@ amounts are part of cash. The conservation identity per currency is::
 
 (``pools``). An account in ``futures_wallet`` mode is two accounts here, ``A`` (spot) and
 ``A:futures`` (docs/decisions.md 35b): the sum over accounts counts both wallets, and a
-``transfer`` between them changes neither side. The perpetual clearing balance (``State.clearing``) pays realised P&L out and takes
-realised losses in; it is what open perpetual positions will settle among themselves.
+``transfer`` between them changes neither side. The perpetual clearing balance
+(``State.clearing``) pays realised P&L out and takes realised losses in; it is what open
+perpetual positions will settle among themselves.
 """
 
 from __future__ import annotations
