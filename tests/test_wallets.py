@@ -294,3 +294,38 @@ def test_snapshots_and_the_journal_carry_both_wallets() -> None:
     for outcome in h.outcomes:
         fold(folded, outcome)
     assert snapshot.digest(folded) == snapshot.digest(h.state)
+
+
+def test_recovered_margin_is_held_down_by_another_positions_floating_loss() -> None:
+    """Seed 003: "the margin you just recovered from position A may be offset by the floating
+    loss on position B … The funds have come back — they are just being held down by another
+    open position."
+
+    alice's futures wallet: 3,000 USDT, cross 10× (makers, fee 0). A: BTC long 10 contracts
+    (0.1 BTC) at 60,000, IM 600; B: ETH long 10 contracts (ctVal 0.1: 1 ETH) at 3,000, IM 300:
+    maxTransfer 3,000 − 900 = 2,100. ETH marks 2,500: B's loss 500, its IM 250: 2,500 − 850 =
+    1,650. A is closed at 60,000 (taker fee 0.1·60,000·0.0005 = 3): cash 2,997 — the margin
+    has come back — but maxTransfer is 2,997 − 500 (B's loss) − 250 (B's IM) = 2,247, not
+    2,747: B holds 500 of it down."""
+    h = _listed()
+    h.list_asset("ETH", 8)
+    h.ok(
+        "list_instrument", instId="ETH-USDT-SWAP", instType="SWAP", settleCcy="USDT", ctVal="0.1", tickSz="0.01",
+        lotSz="1", minSz="1", makerFee="0", takerFee="0.0005", maxLever="75", tiers=SWAP_TIERS,
+    )  # fmt: skip
+    h.mark("3000", inst="ETH-USDT-SWAP")
+    _split(h, "alice", "3000", "3000")
+    for inst, px in ((SWAP, "60000"), ("ETH-USDT-SWAP", "3000")):
+        h.ok("set_leverage", acct="alice", instId=inst, mgnMode="cross", lever="10")
+        h.order("alice", "buy", "10", px, inst=inst, td_mode="cross")
+        h.order("mm", "sell", "10", px, inst=inst, td_mode="cross")
+    assert dec(h.balance_view(FUT, "USDT").maxTransfer) == D(2100)
+    h.mark("2500", inst="ETH-USDT-SWAP")
+    assert dec(h.balance_view(FUT, "USDT").maxTransfer) == D(1650)
+    h.order("mm", "buy", "10", "60000", inst=SWAP, td_mode="cross")
+    h.ok("close_position", acct="alice", instId=SWAP, mgnMode="cross")
+    futures = h.balance_view(FUT, "USDT")
+    assert (dec(futures.cashBal), dec(futures.maxTransfer)) == (D(2997), D(2247))
+    refused = rejection(h.send("transfer", acct="alice", ccy="USDT", amt="2247.01", **_way("futures", "spot")))
+    assert "need 250 USDT of initial margin (equity 2497 USDT); at most 2247 USDT can move" in refused.message
+    check_conservation(h.state, _flows(h))
