@@ -100,3 +100,35 @@ def test_discount_is_validated_and_defaults_to_one() -> None:
     listed = h.ok("list_asset", ccy="USDT", decimals=8, discount="1.0")
     assert only(events_of(listed, ev.AssetListed)).discount is None  # the default is not written
     assert h.state.assets["USDT"].discount == D(1)
+
+
+def test_a_reverse_orders_opening_leg_meets_the_adjusted_equity_rule() -> None:
+    """The opening leg of an isolated reverse (decision 33c) is an isolated opening order too.
+    Discounts: USDT 0.5, BTC 0. alice: 0.1 BTC and 20,000 USDT (adjEq 20,000·0.5 = 10,000);
+    long 1 BTC @ 100,000, base margin 0.1 BTC (held 0.1·100,000 = 10,000 ≤ 10,000). Mark
+    110,000; she sells 2.5 @ 110,000 (taker 0.1 %): the closing leg sells her 1 BTC for
+    110,000 − 110 = 109,890, repays the 100,000, releases 0.1 BTC and 9,890 USDT (USDT
+    29,890). The opening leg, 1.5 BTC short on USDT margin, costs 1.5·110,000/10 = 16,500 —
+    within her free 29,890 USDT, but adjEq = 29,890·0.5 + 0.1·110,000·0 = 14,945 < 16,500:
+    refused after the close, short by 1,555."""
+    h = Harness()
+    h.ok("list_asset", ccy="USDT", decimals=8, discount="0.5")
+    h.ok("list_asset", ccy="BTC", decimals=8, discount="0")
+    h.list_spot("BTC-USDT")
+    h.mark("100000")
+    h.ok("deposit", acct="mm", ccy="BTC", amt="10")
+    h.ok("deposit", acct="mm", ccy="USDT", amt="2000000")
+    h.ok("deposit", acct="alice", ccy="BTC", amt="0.1")
+    h.ok("deposit", acct="alice", ccy="USDT", amt="20000")
+    assert dec(h.account("alice").adjEq) == D(10000)
+    h.order("alice", "buy", "1", "100000", td_mode="isolated", ccy="BTC", cl_ord_id="open")
+    h.order("mm", "sell", "1", "100000")
+    h.mark("110000")
+    h.order("mm", "buy", "3", "110000", cl_ord_id="bid")
+    out = h.order("alice", "sell", "2.5", "110000", td_mode="isolated", cl_ord_id="flip")
+    released = only(events_of(out, ev.PositionReleased))
+    assert (released.base, released.quote) == (D("0.1"), D(9890))
+    refused = only(events_of(out, ev.OrderRejected))
+    assert (refused.clOrdId, refused.reason) == ("flip", "insufficient_adjusted_equity")
+    assert "adjusted equity 14945 USDT" in refused.message and "(short by 1555 USDT)" in refused.message
+    assert h.positions("alice") == []

@@ -29,6 +29,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.core import isolated, margin
+from engine.core.adjusted import check_held_equity
 from engine.core.context import Ctx, Rejected
 from engine.core.money import DOWN, ZERO
 from engine.core.position_risk import iso_debt
@@ -102,6 +103,7 @@ def place_reverse(
     levels = walk_book(inst, is_buy, cmd.acct, walk_limit)
     try:
         terms = isolated.order_terms(state, account, inst, is_buy, rest, px, notional, cmd.ccy, False, levels)
+        check_held_equity(state, account, terms.mgn_ccy, terms.frozen)  # an opening leg: decision 35
     except Rejected as refusal:
         ctx.emit(
             ev.OrderRejected(
