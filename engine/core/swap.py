@@ -6,8 +6,13 @@ decisions 3, 4, 5, 12.
 
 **Position mode** (``set_position_mode``, refused while the account has a SWAP position or
 order): ``net_mode`` (default) keeps one position per instrument (``posSide`` ``net``,
-signed): an order first reduces an opposite position and the rest opens the other way (a flip
-takes the fill price as entry). ``long_short_mode`` keeps a ``long`` and a ``short`` position:
+signed): an order first reduces an opposite position and the rest opens the other way. A
+**flip** (a fill through zero) is a full close followed by an open: the closing part realises
+its P&L and — isolated — releases the whole margin net of that P&L and of the closed contracts'
+own fee (``pnl_realised.released``; a standing margin call of the closed position ends); the
+opening part takes the fill price as entry and posts its own cost (initial margin plus open
+loss, ``engine.core.opening``), so the new position starts exactly as a plain open would.
+``long_short_mode`` keeps a ``long`` and a ``short`` position:
 the order's ``posSide`` is required; buy-long / sell-short open, sell-long / buy-short close and
 may not exceed the position.
 
@@ -28,9 +33,10 @@ new order's cost. Every fill is then checked by ``engine.core.fill_guard``.
 
 **Fills** (in this order): the closing part realises P&L ``closed·ctVal·(px − E)`` (long; mirror
 for short) rounded toward −∞ (``pnl_realised``) — cross: to the account's cash; isolated: to the
-margin, and on a partial close the closed share of the margin (``M·closed/|q|``, rounded down)
-plus that P&L less the closed contracts' fee returns to the account, so the rest keeps its
-ratio (a full close returns the margin left after the fee when the position is released);
+margin, and on a partial close the closed share of the margin (``M·closed/|q|``, rounded down;
+a flip: all of ``M``) plus that P&L less the closed contracts' fee returns to the account, so
+the rest keeps its ratio (a plain full close returns the margin left after the fee when the
+position is released);
 then the opening part's margin
 (isolated); then ``traded``, whose fold re-averages the entry on increases and takes the fee
 (settlement currency, on the notional) from the cross cash or the isolated margin. A cross
@@ -203,13 +209,16 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
         gain = closing * inst.ct_val * ((px - pos.avg_px) if long else (pos.avg_px - px))
         pnl = round_down(gain, places)
         released = ZERO
-        if pos.mgn_mode == "isolated" and closing < abs(pos.qty):
-            # the closed share of the margin plus the closed part's P&L returns to the account,
-            # so the rest of the position keeps its ratio; a full close returns what is left
-            # after the fee (``position_released``)
-            # the closed contracts also pay their own fee: the ``traded`` fold takes the whole
-            # fill's fee from the margin, so that part of it stays behind
-            share = round_down(DOWN.divide(pos.margin * closing, abs(pos.qty)), places)
+        flip = bool(opening)  # net mode through zero: a full close, then an open (below)
+        if pos.mgn_mode == "isolated" and (closing < abs(pos.qty) or flip):
+            # the closed share of the margin (a flip: all of it) plus the closed part's P&L
+            # returns to the account, so the rest of the position keeps its ratio and a flip's
+            # new side starts from its own opening margin; a plain full close returns what is
+            # left after the fee (``position_released``).
+            # The closed contracts pay their own fee: the ``traded`` fold takes the whole
+            # fill's fee from the margin, so that part of it stays behind (never below 0: the
+            # fill guard refuses a close its share cannot pay, decision 31b)
+            share = pos.margin if flip else round_down(DOWN.divide(pos.margin * closing, abs(pos.qty)), places)
             fee = margin.swap_fee(closing, inst.ct_val, px, fee_rate, places)
             released = max(ZERO, share + pnl - fee)
         ctx.emit(
@@ -218,6 +227,8 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
             )
         )
         _make_whole(ctx, account, inst, pos)
+        if flip and pos.margin_call:  # the closed position's call ends with it (as at ``release``)
+            ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=None, instId=inst.inst_id, posSide=order.pos_side))
     if not opening:
         return
     if pos is None:

@@ -1,0 +1,133 @@
+"""A net-mode perpetual flip is a full close followed by an open (issue 11, bug 1).
+
+Seed 001 ("Non-Reduce-Only: Closes position and may open reverse position") and
+``docs/decisions.md`` 21a: an order through zero first **closes** the position in full — an
+isolated one releases its margin net of the realised P&L and of the closed contracts' own fee —
+and the rest **opens** the other way at the fill price, paying its own initial margin (and its
+open loss against the mark, decision 31a) like any opening order. Before the fix the closing
+branch never ran for a flip (the size never passed through zero): the new position kept the
+old margin and P&L (``pnl_realised.released`` 0) — the review's "margin 533 where imr is 183".
+
+Listing as ``tests/test_perpetuals.py``: ``BTC-USDT-SWAP``, ``ctVal`` 0.01 (100 contracts =
+1 BTC), tick 0.1, lot 1, maker fee 0, taker fee 0.05 %, tier 1 up to 1,000 contracts (m 1 %,
+so ``m + f`` = 0.0105). Expected figures by hand in each docstring; everything is read from
+the events and the risk view after commands.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from helpers import dec, events_of, only
+from test_perpetuals import SWAP, _fund, _listed, _open, _usdt
+
+from events import journal as ev
+
+D = Decimal
+
+
+def _isolated_long(mark: str = "60000") -> object:
+    """alice: isolated 10×, long 100 at 60,000 as maker (fee 0): M = 100·0.01·60,000/10 = 6,000."""
+    h = _listed(mark)
+    _fund(h, "alice", "mm", "mm2")
+    h.ok("set_leverage", acct="alice", instId=SWAP, mgnMode="isolated", lever="10")
+    _open(h, "alice", "buy", "100", "60000", "isolated")
+    assert dec(h.position("alice", SWAP).margin) == D(6000)
+    return h
+
+
+def test_isolated_flip_as_maker_releases_the_old_margin_and_posts_the_new_one() -> None:
+    """alice sells 150 at 61,000 as maker (fee 0), mark 60,000 (a sell above the mark: no open
+    loss).
+
+    close 100: P&L 100·0.01·(61,000 − 60,000) = 1,000; released M + P&L − fee = 6,000 + 1,000
+    − 0 = **7,000** to her cash;
+    open 50 short at 61,000: IM 50·0.01·61,000/10 = **3,050** posted (``open``) from what the
+    order froze; the new position's margin = its imr = 3,050 (the bug showed 6,000 + 1,000 +
+    3,050 = 10,050).
+    Cash: she had 1,000,000 − 6,000 = 994,000 free; the order froze 150·0.01·61,000/10 = 9,150
+    (its whole size, decision 31a), 3,050 of it posted, the rest returned ⇒ 994,000 + 7,000 −
+    3,050 = 997,950.
+    View at mark 60,000: upl −50·0.01·(60,000 − 61,000) = +500, uplRatio 500/3,050 =
+    0.16393442; MR (3,050 + 500)/(50·0.01·60,000·0.0105) = 3,550/315 = 11.26984126;
+    liqPx (short) = (Q·E + M)/(Q·(1 + m + f)) = (30,500 + 3,050)/(0.5·1.0105) = 33,550/0.50525
+    = 66,402.77090549 (down)."""
+    h = _isolated_long()
+    cash = _usdt(h, "alice")
+    flip = _open(h, "alice", "sell", "150", "61000", "isolated", against="mm2")
+    pnl = only([e for e in events_of(flip, ev.PnlRealised) if e.acct == "alice"])
+    assert (pnl.posSide, pnl.amt, pnl.released) == ("net", D(1000), D(7000))
+    posted = [(e.amt, e.reason) for e in events_of(flip, ev.PositionMarginChanged) if e.acct == "alice"]
+    assert posted == [(D(3050), "open")]
+    assert _usdt(h, "alice") - cash == D(7000) - D(3050)
+    assert h.bal("alice", "USDT").frozen == 0
+    pos = h.position("alice", SWAP)
+    assert (dec(pos.pos), dec(pos.avgPx), dec(pos.margin), dec(pos.imr)) == (D(-50), D(61000), D(3050), D(3050))
+    assert (pos.upl, pos.uplRatio, pos.mgnRatio) == ("500", "0.16393442", "11.26984126")
+    assert pos.liqPx == "66402.77090549"
+
+
+def test_isolated_flip_as_taker_each_part_pays_its_own_fee() -> None:
+    """mm2 rests a bid of 150 at 59,000; alice sells 150 at market (taker, 0.05 %), mark 60,000.
+
+    fee of the fill: 150·0.01·59,000·0.0005 = 44.25, of which the closed 100 contracts' own
+    fee is 100·0.01·59,000·0.0005 = 29.5 and the opened 50's 14.75.
+    close 100: P&L 100·0.01·(59,000 − 60,000) = −1,000; released 6,000 − 1,000 − 29.5 =
+    **4,970.5** (as ``close_position`` of the whole long would return);
+    open 50 short at 59,000 below the mark 60,000: IM at the assumed price max(59,000, 60,000)
+    = 60,000: 50·0.01·60,000/10 = 3,000, plus the open loss 0.5·(60,000 − 59,000) = 500 ⇒
+    **3,500** posted; the fold then takes the whole fee 44.25 from the margin, 29.5 of which
+    the release left behind ⇒ margin 3,500 − 14.75 = **3,485.25**, what a plain market sell
+    of 50 at 59,000 would leave.
+    Cash: 4,970.5 − 3,500 = +1,470.5."""
+    h = _isolated_long()
+    h.order("mm2", "buy", "150", "59000", inst=SWAP, td_mode="cross", cl_ord_id="bid")
+    cash = _usdt(h, "alice")
+    flip = h.order("alice", "sell", "150", None, inst=SWAP, ord_type="market", td_mode="isolated")
+    trade = only(events_of(flip, ev.Traded))
+    assert (trade.takerAcct, trade.sz, trade.px, trade.takerFee) == ("alice", D(150), D(59000), D("44.25"))
+    pnl = only([e for e in events_of(flip, ev.PnlRealised) if e.acct == "alice"])
+    assert (pnl.amt, pnl.released) == (D(-1000), D("4970.5"))
+    posted = [(e.amt, e.reason) for e in events_of(flip, ev.PositionMarginChanged) if e.acct == "alice"]
+    assert posted == [(D(3500), "open")]
+    assert _usdt(h, "alice") - cash == D("1470.5")
+    pos = h.position("alice", SWAP)
+    assert (dec(pos.pos), dec(pos.avgPx), dec(pos.margin)) == (D(-50), D(59000), D("3485.25"))
+    assert not events_of(flip, ev.InsuranceFundCovered)
+
+
+def test_isolated_flip_ends_the_closed_positions_margin_call() -> None:
+    """alice's long at mark 56,000: MR (6,000 − 4,000)/(56,000·0.0105) = 2,000/588 = 3.401 —
+    at 55,800: (6,000 − 4,200)/585.9 = 3.0722; at 55,700: 1,700/584.85 = 2.9067 ≤ 3 ⇒ a margin
+    call on the position. She then sells 150 at 55,700 as maker: the long is closed
+    (P&L −4,300, released 6,000 − 4,300 = 1,700), its call ends with it
+    (``margin_call_cleared`` with no ratio, as at a release), and the new short of 50 at
+    55,700 has margin 50·0.01·55,700/10 = 2,785, MR 2,785/(27,850·0.0105) = 9.52 — no call."""
+    h = _isolated_long()
+    call = h.mark("55700", inst=SWAP)
+    assert only(events_of(call, ev.MarginCallRaised)).acct == "alice"
+    flip = _open(h, "alice", "sell", "150", "55700", "isolated", against="mm2")
+    pnl = only([e for e in events_of(flip, ev.PnlRealised) if e.acct == "alice"])
+    assert (pnl.amt, pnl.released) == (D(-4300), D(1700))
+    cleared = only([e for e in events_of(flip, ev.MarginCallCleared) if e.acct == "alice"])
+    assert (cleared.instId, cleared.posSide, cleared.mgnRatio) == (SWAP, "net", None)
+    assert not events_of(flip, ev.MarginCallRaised)
+    pos = h.position("alice", SWAP)
+    assert (dec(pos.pos), dec(pos.margin), pos.mgnRatio) == (D(-50), D(2785), "9.52380952")
+
+
+def test_cross_flip_realises_to_cash_and_opens_at_the_fill_price() -> None:
+    """Cross net mode (no margin of its own): buy 100 at 60,000, sell 150 at 61,000 (maker,
+    fee 0) ⇒ P&L 1,000 to the cash, released 0 (nothing is held by a cross position); short 50
+    at 61,000 whose imr is 50·0.01·P/L at the mark, 75× (the default maxLever): at 60,000
+    30,000/75 = 400."""
+    h = _listed()
+    _fund(h, "A", "mm", "mm2")
+    _open(h, "A", "buy", "100", "60000", "cross")
+    cash = _usdt(h, "A")
+    flip = _open(h, "A", "sell", "150", "61000", "cross", against="mm2")
+    pnl = only([e for e in events_of(flip, ev.PnlRealised) if e.acct == "A"])
+    assert (pnl.amt, pnl.released) == (D(1000), D(0))
+    assert _usdt(h, "A") - cash == D(1000)
+    pos = h.position("A", SWAP)
+    assert (dec(pos.pos), dec(pos.avgPx), pos.margin, dec(pos.imr)) == (D(-50), D(61000), "", D(400))
