@@ -28,6 +28,7 @@ import msgspec
 from engine.core import adjusted, cross_position, margin, position_risk, risk, wallets
 from engine.core.money import NEAR, ZERO, fmt, round_down, round_up
 from engine.core.state import FUTURES_SUFFIX, Account, State
+from engine.core.swap import available_to_close
 from projections.views import AccountView, BalanceView, PositionView, RiskView
 
 
@@ -191,7 +192,9 @@ def isolated_positions(state: State, account: Account) -> list[PositionView]:
 def perp_positions(state: State, account: Account) -> list[PositionView]:
     """Perpetual positions: ``pos`` in contracts (signed in net mode), figures in the settlement
     currency; a cross position shows the account's ``mgnRatio`` and the instrument mark at which
-    the account reaches 100 %; an isolated one its own (§1.4(g), §1.5)."""
+    the account reaches 100 %; an isolated one its own (§1.4(g), §1.5). ``availPos`` (seed 001:
+    "Total − Pending Close Orders") is the size less what resting close orders will close
+    (``swap.available_to_close``; hedge mode's closing side, net mode's reduce-only orders)."""
     views: list[PositionView] = []
     account_ratio = None
     for (inst_id, pos_side), pos in account.perps.items():
@@ -220,7 +223,7 @@ def perp_positions(state: State, account: Account) -> list[PositionView]:
                 posSide=pos_side,
                 posCcy="",
                 pos=fmt(pos.qty),
-                availPos=fmt(abs(pos.qty)),
+                availPos=fmt(available_to_close(account, pos)),
                 avgPx=fmt(round_down(pos.avg_px, 8)),
                 liab="",
                 liabCcy="",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from helpers import dec, events_of, only
+from helpers import Harness, dec, events_of, only
 from test_perpetuals import SWAP, _fund, _listed, _open, _usdt
 
 from events import journal as ev
@@ -26,7 +26,7 @@ from events import journal as ev
 D = Decimal
 
 
-def _isolated_long(mark: str = "60000") -> object:
+def _isolated_long(mark: str = "60000") -> Harness:
     """alice: isolated 10×, long 100 at 60,000 as maker (fee 0): M = 100·0.01·60,000/10 = 6,000."""
     h = _listed(mark)
     _fund(h, "alice", "mm", "mm2")

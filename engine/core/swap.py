@@ -14,7 +14,8 @@ opening part takes the fill price as entry and posts its own cost (initial margi
 loss, ``engine.core.opening``), so the new position starts exactly as a plain open would.
 ``long_short_mode`` keeps a ``long`` and a ``short`` position:
 the order's ``posSide`` is required; buy-long / sell-short open, sell-long / buy-short close and
-may not exceed the position.
+may not exceed the position's ``availPos`` = size − pending close orders (seed 001;
+:func:`available_to_close`), nor may a reduce-only order in net mode.
 
 **Margin mode** (``tdMode`` ``cross``/``isolated``) is fixed while the position is open
 (decision 12). Leverage per instrument and mode (``set_leverage``; default ``maxLever``).
@@ -138,6 +139,12 @@ def order_terms(
         closing, opening = (sz, ZERO) if reduce else (ZERO, sz)
     if command.reduceOnly and opening:
         raise Rejected("reduce_only_would_increase", f"sz {fmt(sz)} would open {fmt(opening)} contracts")
+    if (command.reduceOnly or reduce) and pos is not None:
+        pending = pending_close(account, pos)
+        if closing > abs(pos.qty) - pending:
+            avail = fmt(available_to_close(account, pos))
+            shown = f"position {fmt(abs(pos.qty))} less {fmt(pending)} in pending close orders"
+            raise Rejected("exceeds_available_to_close", f"sz {fmt(sz)} is above the availPos {avail} ({shown})")
     del closing
     lever = lever_of(account, inst, mode)
     if command.reduceOnly or reduce:
@@ -181,6 +188,33 @@ def order_terms(
     if failure is not None:
         raise Rejected(*failure)
     return OrderTerms(ZERO, pos_side, "", lever, reduce)
+
+
+def pending_close(account: Account, pos: PerpPosition) -> Decimal:
+    """Contracts of ``pos`` that resting **close orders** will close: the remaining size of the
+    account's reduce orders on its instrument and side (hedge mode: every sell-long / buy-short
+    order; net mode: reduce-only orders) on the side opposite to the position. ``0`` for a
+    position at size 0."""
+    if not pos.qty:
+        return ZERO
+    closes_long = pos.qty > 0
+    return sum(
+        (
+            o.remaining
+            for o in account.orders.values()
+            if o.inst_id == pos.inst_id and o.pos_side == pos.pos_side and o.reduce and o.is_buy != closes_long
+        ),
+        ZERO,
+    )
+
+
+def available_to_close(account: Account, pos: PerpPosition) -> Decimal:
+    """``availPos`` of a perpetual position (seed 001, new isolated mode: "Available = Total −
+    Pending Close Orders"): ``max(0, |q| − pending_close)`` contracts. A new close order (hedge
+    mode's closing side, a reduce-only order) may not exceed it (``exceeds_available_to_close``);
+    the position may still shrink under resting close orders (a liquidation), whose fills are
+    then capped at the position (``reduce_cap``)."""
+    return max(ZERO, abs(pos.qty) - pending_close(account, pos))
 
 
 def reduce_cap(state: State, order: Order, inst: Instrument) -> Decimal | None:
@@ -278,13 +312,24 @@ def release(ctx: Ctx, account: Account, inst: Instrument, pos: PerpPosition) -> 
 
 
 def close_perp(ctx: Ctx, account: Account, inst: Instrument, mgn_mode: str, pos_side: str | None) -> None:
-    """``close_position`` of a perpetual: a market order for the whole size (reduce)."""
+    """``close_position`` of a perpetual: the position's pending close orders are canceled
+    (``close_position``; they hold its available-to-close, as an isolated spot close does),
+    then a market order for the whole size (reduce)."""
     from engine.core.orders import submit_market_order
 
     side = pos_side or "net"
     pos = account.perps.get((inst.inst_id, side))
     if pos is None or pos.mgn_mode != mgn_mode:
         raise Rejected("no_position", f"{account.acct} has no {mgn_mode} {side} position on {inst.inst_id}")
+    closes_long = pos.qty > 0
+    for order in sorted(account.orders.values(), key=lambda o: o.order_id):
+        if order.inst_id == inst.inst_id and order.pos_side == side and order.reduce and order.is_buy != closes_long:
+            ctx.emit(
+                ev.OrderCanceled(
+                    orderId=order.order_id, acct=order.acct, instId=order.inst_id, clOrdId=order.cl_ord_id,
+                    remaining=order.remaining, reason="close_position",
+                )
+            )  # fmt: skip
     submit_market_order(ctx, account, inst, pos.qty < 0, abs(pos.qty), "close", pos.mgn_mode, True, side)
     ctx.touch(account.acct)
 
