@@ -149,9 +149,16 @@ def cross_positions(state: State, account: Account) -> list[PositionView]:
 
 
 def isolated_positions(state: State, account: Account) -> list[PositionView]:
-    """Isolated spot positions (§1.1 new mode): ``pos`` excludes the margin; ``upl``, ``imr``
-    (initial margin posted), ``mmr`` (MM + closing fee) in the margin currency; ``mgnRatio``
-    and ``liqPx`` from ``engine.core.position_risk``; ``lever`` the isolated leverage set."""
+    """Isolated spot positions (§1.1 new mode): ``pos`` excludes the margin; ``upl``, ``imr``,
+    ``mmr`` (MM + closing fee) in the margin currency; ``mgnRatio`` and ``liqPx`` from
+    ``engine.core.position_risk``; ``lever`` the isolated leverage set.
+
+    ``imr`` is the initial margin the opening fills posted (their order cost: IM plus open loss,
+    ``open`` and ``top_up``), scaled down by each closing fill to the size that remains
+    (``base_margin``); ``adjust_margin`` changes ``margin``, never ``imr``. ``upl`` is the P&L of
+    that remaining position (what earlier closing fills realised stays in the position but is
+    not floating: docs/decisions.md 32b), so ``uplRatio = upl / imr`` (computed before ``upl`` is
+    rounded for display) is the remaining position's own."""
     views: list[PositionView] = []
     for inst_id, pos in account.isolated.items():
         inst = state.instruments[inst_id]
@@ -181,7 +188,9 @@ def isolated_positions(state: State, account: Account) -> list[PositionView]:
                 mgnRatio=_ratio(figures.ratio) if figures is not None else "",
                 liqPx=fmt(margin.display_price(figures.liq_px, pos.long)) if figures is not None else "",
                 upl=fmt(upl),
-                uplRatio=_ratio(NEAR.divide(upl, pos.base_margin)) if upl is not None and pos.base_margin else "",
+                uplRatio=_ratio(NEAR.divide(figures.upl, pos.base_margin))
+                if figures is not None and pos.base_margin
+                else "",
                 markPx=fmt(mark),
                 lever=fmt(account.iso_leverage.get(inst_id, inst.max_lever)),
             )

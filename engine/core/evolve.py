@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Any, Final
 
 from engine.core.book import price_key
-from engine.core.margin import average_entry, perp_order_im
+from engine.core.margin import average_entry, closed_share_pnl, perp_order_im
 from engine.core.money import DOWN, NEAR, ZERO, round_down, round_up
 from engine.core.opening import add_fill
+from engine.core.position_risk import remaining_value
 from engine.core.state import (
     FUTURES_SUFFIX,
     Account,
@@ -188,12 +189,17 @@ def _interest_accrued(state: State, e: ev.InterestAccrued) -> None:
 # --- positions ----------------------------------------------------------------------------
 
 
-def _holding(pos: IsoPosition, inst: Instrument, ccy: str, amt: Decimal) -> None:
-    """Add ``amt`` (signed) of ``ccy`` to an isolated spot position's own holdings."""
+def _holding(pos: IsoPosition, inst: Instrument, ccy: str, amt: Decimal, kept: bool = False) -> None:
+    """Add ``amt`` (signed) of ``ccy`` to an isolated spot position's own holdings; ``kept``:
+    to the part that is not the remaining position's P&L too (``IsoPosition.kept_quote``)."""
     if ccy == inst.base:
         pos.base += amt
+        if kept:
+            pos.kept_base += amt
     else:
         pos.quote += amt
+        if kept:
+            pos.kept_quote += amt
 
 
 def _position_opened(state: State, e: ev.PositionOpened) -> None:
@@ -242,7 +248,7 @@ def _position_margin_changed(state: State, e: ev.PositionMarginChanged) -> None:
     else:  # "use": margin becomes the position's own holdings (isolated spot only)
         assert isinstance(pos, IsoPosition)
         pos.margin -= e.amt
-        _holding(pos, state.instruments[e.instId], e.ccy, e.amt)
+        _holding(pos, state.instruments[e.instId], e.ccy, e.amt, kept=True)
 
 
 def _position_repaid(state: State, e: ev.PositionRepaid) -> None:
@@ -476,6 +482,7 @@ def _settle_isolated(
     assets when closing); fees as everywhere, in the currency received."""
     pos = account.isolated[inst.inst_id]
     notional = px * sz
+    closing_value = remaining_value(inst, pos, px) if order.reduce and pos.qty else None
     if order.is_buy:
         pos.quote -= notional
         pos.base += sz - fee
@@ -496,6 +503,10 @@ def _settle_isolated(
         if pos.qty:
             places = state.assets[pos.mgn_ccy].decimals
             pos.base_margin = round_up(NEAR.divide(pos.base_margin * (pos.qty - closed), pos.qty), places)
+        if closing_value is not None:  # the closed share's P&L stays in the position, apart
+            fee_value = fee * px if order.is_buy else fee
+            places = state.assets[inst.quote].decimals
+            pos.kept_quote += closed_share_pnl(closing_value, closed, pos.qty, fee_value, places)
         pos.qty -= closed
     else:
         pos.avg_px = average_entry(pos.qty, pos.avg_px, sz, px) if pos.qty else px
@@ -603,8 +614,8 @@ def _into_holder(state: State, acct: str, ccy: str, amt: Decimal, inst_id: str, 
         state.accounts[acct].balance(ccy).cash += amt
         return
     pos = _margin_holder(state, acct, inst_id, pos_side)
-    if isinstance(pos, IsoPosition):
-        _holding(pos, state.instruments[inst_id], ccy, amt)
+    if isinstance(pos, IsoPosition):  # a liquidation fee, fund cover or write-off: not its P&L
+        _holding(pos, state.instruments[inst_id], ccy, amt, kept=True)
     else:
         pos.margin += amt
 

@@ -43,7 +43,7 @@ from engine.core import margin
 from engine.core.context import Ctx, Rejected
 from engine.core.money import ZERO, fmt, plain_zero
 from engine.core.opening import order_frozen, post_margin, shortfall_message
-from engine.core.position_risk import iso_debt, isolated_spot
+from engine.core.position_risk import iso_debt, total_upl
 from engine.core.risk import check_initial_margin
 from engine.core.state import Account, Instrument, IsoPosition, Order, State
 from events import journal as ev
@@ -249,7 +249,7 @@ def adjust_margin(ctx: Ctx, account: Account, inst: Instrument, pos: IsoPosition
         mark = ctx.state.marks.get(inst.inst_id)
         if mark is None:
             raise Rejected("no_mark_price", f"reducing margin needs a mark price for {inst.inst_id}")
-        upl = isolated_spot(inst, pos, mark).upl
+        upl = total_upl(inst, pos, mark)
         most = margin.max_reducible(pos.margin, pos.base_margin, upl, inst.reduce_margin_ratio)
         if amt > most:
             raise Rejected("exceeds_max_reducible", f"reduce {fmt(amt)} {mgn_ccy}: at most {fmt(most)} can be removed")

@@ -403,6 +403,16 @@ def isolated_upl(
     return NEAR.divide(value, price) if in_base else value
 
 
+def closed_share_pnl(value: Decimal, closed: Decimal, size: Decimal, fee_value: Decimal, decimals: int) -> Decimal:
+    """P&L an isolated spot closing fill realises (issue 11, docs/decisions.md 32b): its share
+    ``closed/size`` of the remaining position's P&L ``value`` at the fill price (quote units,
+    rounded toward −∞ at ``decimals``, as realised P&L is), less the fill's fee valued at the
+    fill price. What is left, ``(1 − closed/size)·value``, is the P&L of the contracts that
+    remain — the fraction their initial margin is scaled by — so a close at the mark leaves
+    ``uplRatio`` unchanged."""
+    return round_down(DOWN.divide(value * closed, size), decimals) - fee_value
+
+
 # --- linear perpetuals (§1.2, §1.3 model 2, §1.4(g)/(h), §1.5, §1.14; decision 3) --------------
 
 

@@ -6,7 +6,12 @@ evaluation and the projections' risk view both read these figures.
 Isolated spot (spec §1.4(d), §1.5, §1.6; decision 3 — multiplicative ``k = (1+m)(1+f)``):
 ``QA``/``BA`` are the position's holdings plus its margin in that currency, ``QL``/``BL`` its
 debt (liability + interest) — quote for a long, base for a short. ``m`` is the MMR of the tier
-holding the debt (§1.3 model 1), ``f`` the instrument's taker fee.
+holding the debt (§1.3 model 1), ``f`` the instrument's taker fee. ``upl`` is the P&L of the
+**remaining** position (docs/decisions.md 32b): a closing fill realises its share
+``closed/qty`` of it at the fill price, net of its fee (``margin.closed_share_pnl``), which
+stays in the position apart (``kept_quote``/``kept_base``) — the same fraction the initial
+margin (``base_margin``, the view's ``imr``) is scaled by, so ``uplRatio = upl / imr`` is the
+remaining position's own.
 
 Perpetual (§1.4(g), §1.5 OKX, decision 3 — additive ``m + f``): ``Q = |q|·ctVal`` base units,
 ``E`` average entry, ``M`` isolated margin, ``m`` the MMR of the tier holding the whole size
@@ -62,6 +67,24 @@ def iso_assets(inst: Instrument, pos: IsoPosition) -> tuple[Decimal, Decimal, De
     return (quote, debt, base, ZERO) if pos.long else (quote, ZERO, base, debt)
 
 
+def remaining_value(inst: Instrument, pos: IsoPosition, price: Decimal) -> Decimal:
+    """P&L of the **remaining** isolated spot position at ``price``, in quote:
+    ``(quote − kept_q − QL) + (base − kept_b − BL)·price`` — its own holdings (margin
+    excluded) net of its debt, less what earlier closing fills realised and the position keeps
+    (``IsoPosition.kept_quote``/``kept_base``). Exact."""
+    _, ql, _, bl = iso_assets(inst, pos)
+    return pos.quote - pos.kept_quote - ql + (pos.base - pos.kept_base - bl) * price
+
+
+def total_upl(inst: Instrument, pos: IsoPosition, mark: Decimal) -> Decimal:
+    """P&L of the whole isolated spot position since it opened (what earlier closing fills
+    realised included: it stays in the position), in the margin currency — the ``upl`` the
+    margin-reduction rule weighs against the margin assigned (``margin + total_upl`` is the
+    position's equity; docs/decisions.md 32b)."""
+    _, ql, _, bl = iso_assets(inst, pos)
+    return margin.isolated_upl(pos.quote, ql, pos.base, bl, mark, pos.mgn_ccy == inst.base)
+
+
 def iso_tier(inst: Instrument, pos: IsoPosition) -> TierRow:
     return margin.spot_tier_for_debt(inst.tiers, iso_debt(pos), not pos.long)
 
@@ -76,7 +99,7 @@ def isolated_spot(inst: Instrument, pos: IsoPosition, mark: Decimal) -> Position
     in_base = pos.mgn_ccy == inst.base
     if in_base:
         required = NEAR.divide(required, mark)
-    upl = margin.isolated_upl(pos.quote, ql, pos.base, bl, mark, in_base)
+    upl = margin.isolated_upl(pos.quote - pos.kept_quote, ql, pos.base - pos.kept_base, bl, mark, in_base)
     band = margin.zone_band(*_iso_line(inst, qa, ql, ba, bl, row), mark) if ratio is not None else None
     liq_px = margin.isolated_liquidation_price(qa, ql, ba, bl, m, f) if ratio is not None else None
     return PositionFigures(ratio, liq_px, required, upl, row, band)

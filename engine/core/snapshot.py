@@ -95,6 +95,10 @@ class _Isolated(msgspec.Struct, array_like=True):
     frozen: Decimal
     margin_call: bool
     liquidating: bool
+    #: Added after version 4 was written (issue 11): trailing fields with defaults, so older
+    #: snapshots (no realised part kept apart: 0) still restore.
+    kept_quote: Decimal = Decimal(0)
+    kept_base: Decimal = Decimal(0)
 
 
 class _Perp(msgspec.Struct, array_like=True):
@@ -191,6 +195,8 @@ def capture(state: State) -> Snapshot:
                     p.frozen,
                     p.margin_call,
                     p.liquidating,
+                    p.kept_quote,
+                    p.kept_base,
                 )
                 for i, p in a.isolated.items()
             ],
@@ -321,6 +327,7 @@ def restore(data: bytes) -> State:
             iso.base, iso.quote, iso.margin, iso.base_margin = si.base, si.quote, si.margin, si.base_margin
             iso.liab, iso.interest, iso.qty, iso.avg_px, iso.frozen = si.liab, si.interest, si.qty, si.avg_px, si.frozen
             iso.margin_call, iso.liquidating = si.margin_call, si.liquidating
+            iso.kept_quote, iso.kept_base = si.kept_quote, si.kept_base
             state.pos_watch.dirty[watch_key(sa.acct, si.inst_id, "net")] = None
         for sp2 in sa.perps:
             perp = account.perps[(sp2.inst_id, sp2.pos_side)] = PerpPosition(sp2.inst_id, sp2.pos_side, sp2.mgn_mode)

@@ -255,7 +255,13 @@ class IsoPosition:
     currency. ``base_margin`` is the initial margin posted by opening fills (scaled down by
     closing fills): the seed's "base margin" of the margin-reduction rule. ``qty`` is the base
     quantity opened and not yet closed (avgPx weights); ``frozen`` is what pending close orders
-    hold of the position currency (``availPos = pos − frozen``).
+    hold of the position currency (``availPos = pos − frozen``). ``kept_quote``/``kept_base``
+    are the part of the holdings that is not the **remaining** position's: what its closing
+    fills realised (their share of the floating P&L at the fill price, net of their fees, in
+    quote), liquidation fees paid (−), insurance-fund cover and write-offs received, margin
+    moved into the holdings (``use``). It stays in the position (it repaid debt) until the
+    position is released; ``upl`` of the remaining position excludes it
+    (``engine.core.position_risk``).
     """
 
     __slots__ = (
@@ -265,6 +271,8 @@ class IsoPosition:
         "frozen",
         "inst_id",
         "interest",
+        "kept_base",
+        "kept_quote",
         "liab",
         "liquidating",
         "long",
@@ -289,6 +297,8 @@ class IsoPosition:
         self.qty = ZERO
         self.avg_px = ZERO
         self.frozen = ZERO
+        self.kept_quote = ZERO
+        self.kept_base = ZERO
         self.margin_call = False
         self.liquidating = False
         #: The inputs of its last risk evaluation (a cache, not state: same inputs, same zone).
