@@ -20,7 +20,9 @@ pure cross/cash log) add:
   reverse orders (non-reduce-only, larger than the position: close it and open the other side);
   ``adjust_margin`` add/reduce; ``close_position`` ``isolated``; isolated ``set_leverage``;
 * **perpetuals**: cross and isolated SWAP orders in ``net_mode`` and ``long_short_mode`` (with
-  ``posSide``), leveraged opens, market makers, ``reduceOnly`` orders, ``close_position``, SWAP
+  ``posSide``), leveraged opens (net-mode orders through zero: flips), market makers,
+  ``reduceOnly`` orders, close orders resting against a new position (half of it, then all of
+  it: above its ``availPos``), ``close_position``, SWAP
   marks (crashes and spikes too), ``settle_funding`` with signed rates, ``adjust_margin`` and
   SWAP ``set_leverage``.
 
@@ -880,6 +882,16 @@ class _Model:
         self.order(acct, swap, side, ord_type, mode, sz, px, posSide=pos_side)
         self.perps[(acct, pos_side or "net")] = (long, mode, sz)
         self.perps[(maker, maker_pos_side or "net")] = (not long, maker_mode, sz)
+        if not deep and self.draw(_ints(0, 3)) == 0:
+            # close orders resting against the new position: half of it, then all of it — the
+            # second is above the availPos left by the first (docs/decisions.md 32a)
+            close_side = "buy" if long else "sell"
+            hedge = self.pos_mode.get(acct) == "long_short_mode"
+            for part in (self.sz_lots(swap, int(sz / 2 / swap.lot)), sz):
+                self.order(
+                    acct, swap, close_side, "limit", mode, part, self.px_off(swap, close_side), posSide=pos_side,
+                    reduceOnly=None if hedge else True,
+                )  # fmt: skip
         if deep or self.draw(_BOOL):
             self.op_swap_quote(depth=sz)
         if self.draw(_ints(0, 3)) == 0:
@@ -943,14 +955,18 @@ class _Model:
         swap = self.swap
         assert swap is not None
         acct, pos_side, long, mode, sz = self._perp_position()
-        sz = sz if sz is not None else self.small_sz(swap)
+        whole = sz if sz is not None else self.small_sz(swap)
         part = Decimal(self.draw(_of((2, 5, 10, 15)))) / 10
-        sz = self.sz_lots(swap, int(sz * part / swap.lot))
+        sz = self.sz_lots(swap, int(whole * part / swap.lot))
         side = "sell" if long else "buy"
         ord_type = self.draw(_of(("market", "ioc", "limit")))
         px = None if ord_type == "market" else self.px_near(swap, 60)
         shown = None if pos_side == "net" and self.draw(_BOOL) else pos_side
         self.order(acct, swap, side, ord_type, mode, sz, px, posSide=shown, reduceOnly=True)
+        if ord_type == "limit" and self.draw(_ints(0, 2)) == 0:
+            # a second close order, of the whole position, resting further out: with the first
+            # resting it is above the availPos, which refuses it (docs/decisions.md 32a)
+            self.order(acct, swap, side, "limit", mode, whole, self.px_off(swap, side), posSide=shown, reduceOnly=True)
 
     def op_swap_close(self) -> None:
         swap = self.swap

@@ -87,6 +87,8 @@ CATEGORIES = (
     "restart between identical marks",
     "transfer between wallets",
     "futures wallet liquidated",
+    "isolated SWAP flip",
+    "SWAP close order above availPos",
 )
 
 
@@ -98,6 +100,11 @@ def _scope_kind(state: State, inst_id: str) -> str:
     if not inst_id:
         return "cross"
     return "SWAP" if state.instruments[inst_id].inst_type == "SWAP" else "isolated spot"
+
+
+def _swap(state: State, inst_id: str) -> bool:
+    inst = state.instruments.get(inst_id)
+    return inst is not None and inst.inst_type == "SWAP"
 
 
 def _partial(state: State, e: ev.LiquidationFinished) -> bool:
@@ -126,9 +133,16 @@ class Observer:
     def __init__(self) -> None:
         self.seen: set[str] = set()
         self._stuck: set[str] = set()
+        self._iso_perps: dict[tuple[str, tuple[str, str]], bool] = {}
 
     def before(self, state: State, command: cmd.Command) -> None:
         self._stuck = set(state.stuck)
+        self._iso_perps = {
+            (acct, key): pos.qty > 0
+            for acct, account in state.accounts.items()
+            for key, pos in account.perps.items()
+            if pos.mgn_mode == "isolated" and pos.qty
+        }
         if not isinstance(command, cmd.MarkPrice) or command.instId not in state.instruments:
             return
         if command.instId not in state.marks:
@@ -157,7 +171,13 @@ class Observer:
 
     def after(self, state: State, outcome: ev.Outcome) -> None:
         seen = self.seen
+        for (acct, key), long in self._iso_perps.items():
+            pos = state.accounts[acct].perps.get(key)
+            if pos is not None and pos.qty and (pos.qty > 0) != long:
+                seen.add("isolated SWAP flip")
         for e in outcome.events:
+            if isinstance(e, ev.OrderRejected) and e.reason == "exceeds_available_to_close" and _swap(state, e.instId):
+                seen.add("SWAP close order above availPos")
             if isinstance(e, ev.LiquidationFinished):
                 kind = "partial" if _partial(state, e) else "full"
                 seen.add(f"{kind} liquidation: {_scope_kind(state, e.instId)}")
