@@ -36,6 +36,26 @@ def _isolated_long(mark: str = "60000") -> Harness:
     return h
 
 
+def test_issue_example_margin_533_where_imr_is_183() -> None:
+    """The review's numbers: isolated 10× long 5 contracts at 60,000 (M = 5·0.01·60,000/10 =
+    300), then sell 8 at 61,000 as maker (fee 0; above the mark 60,000: no open loss).
+
+    close 5: P&L 5·0.01·1,000 = 50, released 300 + 50 = **350**;
+    open 3 short at 61,000: IM 3·0.01·61,000/10 = **183**, the margin of the new position.
+    The bug kept the long's margin and P&L in it: 300 + 50 + 183 = 533 against imr 183, and
+    liqPx (0.03·61,000 + 533)/(0.03·1.0105) = 2,363/0.030315 = 77,948.21 instead of
+    (1,830 + 183)/0.030315 = 66,402.77090549 (both checked on the engine before and after)."""
+    h = _listed()
+    _fund(h, "alice", "mm", "mm2")
+    h.ok("set_leverage", acct="alice", instId=SWAP, mgnMode="isolated", lever="10")
+    _open(h, "alice", "buy", "5", "60000", "isolated")
+    flip = _open(h, "alice", "sell", "8", "61000", "isolated", against="mm2")
+    pnl = only([e for e in events_of(flip, ev.PnlRealised) if e.acct == "alice"])
+    assert (pnl.amt, pnl.released) == (D(50), D(350))
+    pos = h.position("alice", SWAP)
+    assert (dec(pos.pos), dec(pos.margin), dec(pos.imr), pos.liqPx) == (D(-3), D(183), D(183), "66402.77090549")
+
+
 def test_isolated_flip_as_maker_releases_the_old_margin_and_posts_the_new_one() -> None:
     """alice sells 150 at 61,000 as maker (fee 0), mark 60,000 (a sell above the mark: no open
     loss).
