@@ -190,22 +190,24 @@ def order_terms(
     return OrderTerms(ZERO, pos_side, "", lever, reduce)
 
 
-def pending_close(account: Account, pos: PerpPosition) -> Decimal:
-    """Contracts of ``pos`` that resting **close orders** will close: the remaining size of the
-    account's reduce orders on its instrument and side (hedge mode: every sell-long / buy-short
-    order; net mode: reduce-only orders) on the side opposite to the position. ``0`` for a
-    position at size 0."""
+def close_orders(account: Account, pos: PerpPosition) -> list[Order]:
+    """The resting **close orders** of ``pos``, oldest first: the account's reduce orders on its
+    instrument and side (hedge mode: every sell-long / buy-short order; net mode: reduce-only
+    orders) on the side opposite to the position; none for a position at size 0."""
     if not pos.qty:
-        return ZERO
+        return []
     closes_long = pos.qty > 0
-    return sum(
-        (
-            o.remaining
-            for o in account.orders.values()
-            if o.inst_id == pos.inst_id and o.pos_side == pos.pos_side and o.reduce and o.is_buy != closes_long
-        ),
-        ZERO,
-    )
+    found = [
+        o
+        for o in account.orders.values()
+        if o.inst_id == pos.inst_id and o.pos_side == pos.pos_side and o.reduce and o.is_buy != closes_long
+    ]
+    return sorted(found, key=lambda o: o.order_id)
+
+
+def pending_close(account: Account, pos: PerpPosition) -> Decimal:
+    """Contracts of ``pos`` that its resting close orders will close (their remaining size)."""
+    return sum((o.remaining for o in close_orders(account, pos)), ZERO)
 
 
 def available_to_close(account: Account, pos: PerpPosition) -> Decimal:
@@ -261,7 +263,7 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
             )
         )
         _make_whole(ctx, account, inst, pos)
-        if flip and pos.margin_call:  # the closed position's call ends with it (as at ``release``)
+        if flip and pos.mgn_mode == "isolated" and pos.margin_call:  # it ends with the closed position
             ctx.emit(ev.MarginCallCleared(acct=acct, mgnRatio=None, instId=inst.inst_id, posSide=order.pos_side))
     if not opening:
         return
@@ -321,15 +323,13 @@ def close_perp(ctx: Ctx, account: Account, inst: Instrument, mgn_mode: str, pos_
     pos = account.perps.get((inst.inst_id, side))
     if pos is None or pos.mgn_mode != mgn_mode:
         raise Rejected("no_position", f"{account.acct} has no {mgn_mode} {side} position on {inst.inst_id}")
-    closes_long = pos.qty > 0
-    for order in sorted(account.orders.values(), key=lambda o: o.order_id):
-        if order.inst_id == inst.inst_id and order.pos_side == side and order.reduce and order.is_buy != closes_long:
-            ctx.emit(
-                ev.OrderCanceled(
-                    orderId=order.order_id, acct=order.acct, instId=order.inst_id, clOrdId=order.cl_ord_id,
-                    remaining=order.remaining, reason="close_position",
-                )
-            )  # fmt: skip
+    for order in close_orders(account, pos):
+        ctx.emit(
+            ev.OrderCanceled(
+                orderId=order.order_id, acct=order.acct, instId=order.inst_id, clOrdId=order.cl_ord_id,
+                remaining=order.remaining, reason="close_position",
+            )
+        )  # fmt: skip
     submit_market_order(ctx, account, inst, pos.qty < 0, abs(pos.qty), "close", pos.mgn_mode, True, side)
     ctx.touch(account.acct)
 
