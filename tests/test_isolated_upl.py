@@ -19,7 +19,9 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from helpers import Harness, dec, events_of, only, run_lines
+from helpers import Harness, dec, div, events_of, only, run_lines
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events import journal as ev
 from projections.risk_view import build_view
@@ -132,3 +134,28 @@ def test_partial_liquidation_steps_keep_the_remaining_upl_ratio() -> None:
     (pos,) = _isolated_partial(17)
     assert (dec(pos.pos), dec(pos.liab), dec(pos.imr)) == (D("6.25"), D(1000000), D(125000))
     assert (dec(pos.upl), pos.uplRatio) == (D(-93750), "-0.75")
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    mark=st.integers(95_000, 105_000),
+    closed=st.integers(1, 99_000_000),
+    ccy=st.sampled_from(["USDT", "BTC"]),
+)
+def test_property_a_close_at_the_mark_keeps_the_upl_ratio(mark: int, closed: int, ccy: str) -> None:
+    """Any partial close at the mark (alice maker, fee 0) of ``closed`` satoshi of her 1 BTC
+    long leaves ``uplRatio`` where it was and ``upl`` scaled by the size left — up to rounding:
+    the 8 places shown, and ``imr`` rounded up at the margin currency's precision ``u`` (BTC
+    1e-8, USDT 1e-16), which moves the ratio by up to ``|ratio|·u/imr``."""
+    h = _long(ccy)
+    h.mark(str(mark))
+    before = h.position("alice")
+    sz = format(D(closed).scaleb(-8), "f")
+    h.order("alice", "sell", sz, str(mark), td_mode="isolated")
+    h.order("mm", "buy", sz, str(mark))
+    after = h.position("alice")
+    unit = D("1e-8") if ccy == "BTC" else D("1e-16")
+    ratio = dec(before.uplRatio)
+    assert abs(dec(after.uplRatio) - ratio) <= D("2e-8") + div(abs(ratio) * unit, dec(after.imr))
+    left = 1 - D(sz)
+    assert abs(dec(after.upl) - dec(before.upl) * left) <= 2 * unit

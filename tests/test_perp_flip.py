@@ -19,6 +19,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from helpers import Harness, dec, events_of, only
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_perpetuals import SWAP, _fund, _listed, _open, _usdt
 
 from events import journal as ev
@@ -151,3 +153,44 @@ def test_cross_flip_realises_to_cash_and_opens_at_the_fill_price() -> None:
     assert _usdt(h, "A") - cash == D(1000)
     pos = h.position("A", SWAP)
     assert (dec(pos.pos), dec(pos.avgPx), pos.margin, dec(pos.imr)) == (D(-50), D(61000), "", D(400))
+
+
+def _flip_or_two_orders(
+    q0: int, q1: int, entry: str, px: str, mark: str, lever: str, *, split: bool
+) -> tuple[str, str, str, Decimal]:
+    """alice isolated long ``q0`` at ``entry``, then at ``mark`` sells ``q0 + q1`` at ``px`` as
+    maker — in one order (a flip) or, ``split``, in two (a full close, then an open of ``q1``).
+    Returns her position's (pos, avgPx, margin) and her cash."""
+    h = _listed(entry)
+    _fund(h, "alice", "mm", "mm2")
+    h.ok("set_leverage", acct="alice", instId=SWAP, mgnMode="isolated", lever=lever)
+    _open(h, "alice", "buy", str(q0), entry, "isolated")
+    h.mark(mark, inst=SWAP)
+    for sz in (q0, q1) if split else (q0 + q1,):
+        _open(h, "alice", "sell", str(sz), px, "isolated", against="mm2")
+    pos = h.position("alice", SWAP)
+    return pos.pos, pos.avgPx, pos.margin, _usdt(h, "alice")
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(
+    q0=st.integers(1, 900),
+    q1=st.integers(1, 900),
+    entry=st.integers(55_000, 65_000),
+    move=st.integers(-400, 400),
+    gap=st.integers(-200, 200),
+    lever=st.sampled_from(["2", "5", "10", "20"]),
+)
+def test_property_a_flip_is_a_full_close_then_an_open(
+    q0: int, q1: int, entry: int, move: int, gap: int, lever: str
+) -> None:
+    """Whatever the sizes, prices and leverage (the close loses at most 400/55,000 < 1/20 of the
+    notional, within its margin): one order through zero leaves alice with the same position,
+    margin and cash as closing in full and then opening the rest in a second order — the
+    flip's open part pays its own initial margin and open loss against the mark, and nothing
+    of the closed position's margin or P&L stays in the new one (maker fills: fee 0)."""
+    px, mark = str(entry + move), str(entry + move + gap)
+    one = _flip_or_two_orders(q0, q1, str(entry), px, mark, lever, split=False)
+    two = _flip_or_two_orders(q0, q1, str(entry), px, mark, lever, split=True)
+    assert one == two
+    assert dec(one[0]) == -q1
