@@ -20,9 +20,10 @@ pure cross/cash log) add:
   reverse orders (non-reduce-only, larger than the position: close it and open the other side);
   ``adjust_margin`` add/reduce; ``close_position`` ``isolated``; isolated ``set_leverage``;
 * **perpetuals**: cross and isolated SWAP orders in ``net_mode`` and ``long_short_mode`` (with
-  ``posSide``), leveraged opens (net-mode orders through zero: flips), market makers,
-  ``reduceOnly`` orders, close orders resting against a new position (half of it, then all of
-  it: above its ``availPos``), ``close_position``, SWAP
+  ``posSide``), leveraged opens (some flipped at once: through zero against their maker),
+  market makers,
+  ``reduceOnly`` orders, close orders resting against a new position (half of it, then the rest
+  and a lot: above its ``availPos``), ``close_position``, SWAP
   marks (crashes and spikes too), ``settle_funding`` with signed rates, ``adjust_margin`` and
   SWAP ``set_leverage``.
 
@@ -882,12 +883,25 @@ class _Model:
         self.order(acct, swap, side, ord_type, mode, sz, px, posSide=pos_side)
         self.perps[(acct, pos_side or "net")] = (long, mode, sz)
         self.perps[(maker, maker_pos_side or "net")] = (not long, maker_mode, sz)
-        if not deep and self.draw(_ints(0, 3)) == 0:
-            # close orders resting against the new position: half of it, then all of it — the
-            # second is above the availPos left by the first (docs/decisions.md 32a)
-            close_side = "buy" if long else "sell"
-            hedge = self.pos_mode.get(acct) == "long_short_mode"
-            for part in (self.sz_lots(swap, int(sz / 2 / swap.lot)), sz):
+        hedge = self.pos_mode.get(acct) == "long_short_mode"
+        close_side = "sell" if long else "buy"
+        net_pair = not hedge and self.pos_mode.get(maker) != "long_short_mode"
+        if not deep and net_pair and self.draw(_ints(0, 2)) == 0:
+            # a flip: the new position trades through zero against its maker, who flips too
+            # (docs/decisions.md 32)
+            flip_px = self.px_near(swap, 20)
+            # the order is costed on its whole size (decision 31a); the maker's grows too
+            self.deposit(acct, "USDT", 3 * sz * swap.ct_val * self._usdt_px(swap) / lever)
+            self.deposit(maker, "USDT", sz * swap.ct_val * flip_px * Decimal("0.3"))
+            self.order(maker, swap, side, "limit", maker_mode, 2 * sz, flip_px)
+            self.order(acct, swap, close_side, "market", mode, 2 * sz, None)
+            self.perps[(acct, "net")] = (not long, mode, sz)
+            self.perps[(maker, "net")] = (long, maker_mode, sz)
+        elif not deep and self.draw(_ints(0, 3)) == 0:
+            # close orders resting against the new position: half of it, then one lot more than
+            # the other half — above the availPos the first leaves (docs/decisions.md 32a)
+            half = self.sz_lots(swap, int(sz / 2 / swap.lot))
+            for part in (half, sz - half + swap.lot):
                 self.order(
                     acct, swap, close_side, "limit", mode, part, self.px_off(swap, close_side), posSide=pos_side,
                     reduceOnly=None if hedge else True,
