@@ -164,6 +164,8 @@ def _flip_or_two_orders(
     h = _listed(entry)
     _fund(h, "alice", "mm", "mm2")
     h.ok("set_leverage", acct="alice", instId=SWAP, mgnMode="isolated", lever=lever)
+    # the counterparty's size cap at 20x is 25,000 contracts (at the default 75x: 1,000)
+    h.ok("set_leverage", acct="mm2", instId=SWAP, mgnMode="cross", lever="20")
     _open(h, "alice", "buy", str(q0), entry, "isolated")
     h.mark(mark, inst=SWAP)
     for sz in (q0, q1) if split else (q0 + q1,):
