@@ -196,3 +196,33 @@ def test_property_a_flip_is_a_full_close_then_an_open(
     two = _flip_or_two_orders(q0, q1, str(entry), px, mark, lever, split=True)
     assert one == two
     assert dec(one[0]) == -q1
+
+
+def test_regression_a_maker_rebate_on_a_flip_never_takes_the_margin_below_zero() -> None:
+    """Found by ``test_static_marks_never_liquidate``: with a maker **rebate** (maker fee
+    −0.02 %, ``ctVal`` 0.001) bob's isolated 20× short of 20 at 48,000 (M = 20·0.001·48,000/20
+    = 48, plus the rebate 960·0.0002 = 0.192 ⇒ 48.192) flips by a resting buy of 40 at 48,000.
+    The closed 20's own fee is −0.192: releasing M + P&L − fee = 48.384 would take the margin to −0.192 before the
+    ``traded`` brings the rebate — a shortfall the platform wrote off with the marks standing
+    still. The release is capped at what the margin holds (48.192 + 0); the new short of 20
+    posts 48 and receives the whole rebate 0.384 ⇒ margin **48.384**, no fund, no write-off."""
+    h = Harness()
+    h.list_asset("USDT", 8)
+    h.ok(
+        "list_instrument", instId=SWAP, instType="SWAP", settleCcy="USDT", ctVal="0.001", tickSz="0.1", lotSz="1",
+        minSz="1", makerFee="-0.0002", takerFee="0.0005", maxLever="20",
+        tiers=[{"tier": 1, "maxSz": "10000", "mmr": "0.01", "imr": "0.05", "maxLever": "20"}],
+    )  # fmt: skip
+    h.mark("48000", inst=SWAP)
+    _fund(h, "bob", "alice")
+    h.order("bob", "sell", "20", "48000", inst=SWAP, td_mode="isolated")
+    h.order("alice", "buy", "20", None, inst=SWAP, ord_type="market", td_mode="cross")
+    assert dec(h.position("bob", SWAP).margin) == D("48.192")
+    h.order("bob", "buy", "40", "48000", inst=SWAP, td_mode="isolated")
+    flip = h.order("alice", "sell", "40", None, inst=SWAP, ord_type="market", td_mode="cross")
+    pnl = only([e for e in events_of(flip, ev.PnlRealised) if e.acct == "bob"])
+    assert (pnl.amt, pnl.released) == (D(0), D("48.192"))
+    assert not events_of(flip, ev.DebtWrittenOff)
+    assert not events_of(flip, ev.InsuranceFundCovered)
+    pos = h.position("bob", SWAP)
+    assert (dec(pos.pos), dec(pos.margin)) == (D(20), D("48.384"))

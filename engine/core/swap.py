@@ -253,10 +253,13 @@ def before_fill(ctx: Ctx, order: Order, inst: Instrument, sz: Decimal, px: Decim
             # left after the fee (``position_released``).
             # The closed contracts pay their own fee: the ``traded`` fold takes the whole
             # fill's fee from the margin, so that part of it stays behind (never below 0: the
-            # fill guard refuses a close its share cannot pay, decision 31b)
+            # fill guard refuses a close its share cannot pay, decision 31b). A maker rebate
+            # (negative fee) arrives only with ``traded``: what is released never exceeds what
+            # the margin holds before it (a flip's closed contracts leave their rebate to the
+            # new side rather than take the margin below zero)
             share = pos.margin if flip else round_down(DOWN.divide(pos.margin * closing, abs(pos.qty)), places)
             fee = margin.swap_fee(closing, inst.ct_val, px, fee_rate, places)
-            released = max(ZERO, share + pnl - fee)
+            released = max(ZERO, min(pos.margin + pnl, share + pnl - fee))
         ctx.emit(
             ev.PnlRealised(
                 acct=acct, instId=inst.inst_id, posSide=order.pos_side, ccy=settle, amt=pnl, released=released
