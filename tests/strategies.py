@@ -20,10 +20,8 @@ pure cross/cash log) add:
   reverse orders (non-reduce-only, larger than the position: close it and open the other side);
   ``adjust_margin`` add/reduce; ``close_position`` ``isolated``; isolated ``set_leverage``;
 * **perpetuals**: cross and isolated SWAP orders in ``net_mode`` and ``long_short_mode`` (with
-  ``posSide``), leveraged opens (some flipped at once: through zero against their maker),
-  market makers,
-  ``reduceOnly`` orders, close orders resting against a new position (half of it, then the rest
-  and a lot: above its ``availPos``), ``close_position``, SWAP
+  ``posSide``), leveraged opens (in the oracle's mix also flipped at once, or met by close
+  orders above their ``availPos``), market makers, ``reduceOnly`` orders, ``close_position``, SWAP
   marks (crashes and spikes too), ``settle_funding`` with signed rates, ``adjust_margin`` and
   SWAP ``set_leverage``.
 
@@ -231,6 +229,9 @@ class _Model:
     perps: dict[tuple[str, str], tuple[bool, str, Decimal]] = field(default_factory=dict)
     #: Deep (tier 3) perpetuals opened: (long?, entry price) — targets of ``op_swap_squeeze``.
     deep_perps: list[tuple[bool, Decimal]] = field(default_factory=list)
+    #: The last ``op_swap_open``: (acct, maker, long?, tdMode, maker's tdMode, contracts, posSide
+    #: or None, leverage) — what ``op_swap_flip`` / ``op_swap_close_pair`` act on.
+    last_open: tuple[str, str, bool, str, str, Decimal, str | None, Decimal] | None = None
     #: Deep (tier 2) isolated spot positions opened: (instId, long?, entry) — ``op_iso_squeeze``.
     deep_iso: list[tuple[str, bool, Decimal]] = field(default_factory=list)
     #: The SWAP margin mode each account mostly trades in (the mode is fixed per open position).
@@ -883,29 +884,7 @@ class _Model:
         self.order(acct, swap, side, ord_type, mode, sz, px, posSide=pos_side)
         self.perps[(acct, pos_side or "net")] = (long, mode, sz)
         self.perps[(maker, maker_pos_side or "net")] = (not long, maker_mode, sz)
-        hedge = self.pos_mode.get(acct) == "long_short_mode"
-        close_side = "sell" if long else "buy"
-        net_pair = not hedge and self.pos_mode.get(maker) != "long_short_mode"
-        if not deep and net_pair and self.draw(_ints(0, 2)) == 0:
-            # a flip: the new position trades through zero against its maker, who flips too
-            # (docs/decisions.md 32)
-            flip_px = self.px_near(swap, 20)
-            # the order is costed on its whole size (decision 31a); the maker's grows too
-            self.deposit(acct, "USDT", 3 * sz * swap.ct_val * self._usdt_px(swap) / lever)
-            self.deposit(maker, "USDT", sz * swap.ct_val * flip_px * Decimal("0.3"))
-            self.order(maker, swap, side, "limit", maker_mode, 2 * sz, flip_px)
-            self.order(acct, swap, close_side, "market", mode, 2 * sz, None)
-            self.perps[(acct, "net")] = (not long, mode, sz)
-            self.perps[(maker, "net")] = (long, maker_mode, sz)
-        elif not deep and self.draw(_ints(0, 3)) == 0:
-            # close orders resting against the new position: half of it, then one lot more than
-            # the other half — above the availPos the first leaves (docs/decisions.md 32a)
-            half = self.sz_lots(swap, int(sz / 2 / swap.lot))
-            for part in (half, sz - half + swap.lot):
-                self.order(
-                    acct, swap, close_side, "limit", mode, part, self.px_off(swap, close_side), posSide=pos_side,
-                    reduceOnly=None if hedge else True,
-                )  # fmt: skip
+        self.last_open = (acct, maker, long, mode, maker_mode, sz, pos_side, lever)
         if deep or self.draw(_BOOL):
             self.op_swap_quote(depth=sz)
         if self.draw(_ints(0, 3)) == 0:
@@ -917,6 +896,43 @@ class _Model:
                 self.op_swap_squeeze(self.deep_perps[-1])
                 return
         self.turn_against(swap.inst_id, long)
+
+    def op_swap_flip(self) -> None:
+        """``oracle_scenarios`` only: a perpetual opened (``op_swap_open``), then flipped — its
+        owner trades through zero against its maker at once, who flips too (net mode; a full
+        close, then an open: docs/decisions.md 32)."""
+        self.op_swap_open()
+        swap = self.swap
+        assert swap is not None and self.last_open is not None
+        acct, maker, long, mode, maker_mode, sz, _, lever = self.last_open
+        if "long_short_mode" in (self.pos_mode.get(acct), self.pos_mode.get(maker)):
+            return
+        flip_px = self.px_near(swap, 20)
+        # the order is costed on its whole size (decision 31a); the maker's position grows too
+        self.deposit(acct, "USDT", 3 * sz * swap.ct_val * self._usdt_px(swap) / lever)
+        self.deposit(maker, "USDT", sz * swap.ct_val * flip_px * Decimal("0.3"))
+        self.order(maker, swap, "buy" if long else "sell", "limit", maker_mode, 2 * sz, flip_px)
+        self.order(acct, swap, "sell" if long else "buy", "market", mode, 2 * sz, None)
+        self.perps[(acct, "net")] = (not long, mode, sz)
+        self.perps[(maker, "net")] = (long, maker_mode, sz)
+
+    def op_swap_close_pair(self) -> None:
+        """``oracle_scenarios`` only: a perpetual opened (``op_swap_open``), then two close
+        orders resting against it — half of it, then the rest and a lot, which is above the
+        ``availPos`` the first leaves (hedge: sell-long / buy-short; net: reduce-only;
+        docs/decisions.md 32a)."""
+        self.op_swap_open()
+        swap = self.swap
+        assert swap is not None and self.last_open is not None
+        acct, _, long, mode, _, sz, pos_side, _ = self.last_open
+        close_side = "sell" if long else "buy"
+        hedge = self.pos_mode.get(acct) == "long_short_mode"
+        half = self.sz_lots(swap, int(sz / 2 / swap.lot))
+        for part in (half, sz - half + swap.lot):
+            self.order(
+                acct, swap, close_side, "limit", mode, part, self.px_off(swap, close_side), posSide=pos_side,
+                reduceOnly=None if hedge else True,
+            )  # fmt: skip
 
     def op_swap_order(self) -> None:
         swap = self.swap
@@ -969,18 +985,14 @@ class _Model:
         swap = self.swap
         assert swap is not None
         acct, pos_side, long, mode, sz = self._perp_position()
-        whole = sz if sz is not None else self.small_sz(swap)
+        sz = sz if sz is not None else self.small_sz(swap)
         part = Decimal(self.draw(_of((2, 5, 10, 15)))) / 10
-        sz = self.sz_lots(swap, int(whole * part / swap.lot))
+        sz = self.sz_lots(swap, int(sz * part / swap.lot))
         side = "sell" if long else "buy"
         ord_type = self.draw(_of(("market", "ioc", "limit")))
         px = None if ord_type == "market" else self.px_near(swap, 60)
         shown = None if pos_side == "net" and self.draw(_BOOL) else pos_side
         self.order(acct, swap, side, ord_type, mode, sz, px, posSide=shown, reduceOnly=True)
-        if ord_type == "limit" and self.draw(_ints(0, 2)) == 0:
-            # a second close order, of the whole position, resting further out: with the first
-            # resting it is above the availPos, which refuses it (docs/decisions.md 32a)
-            self.order(acct, swap, side, "limit", mode, whole, self.px_off(swap, side), posSide=shown, reduceOnly=True)
 
     def op_swap_close(self) -> None:
         swap = self.swap
@@ -1632,11 +1644,14 @@ def threshold_price(state: State, target: Target, threshold: Decimal) -> Decimal
 
 #: The oracle's operations, on top of the ordinary mix (about a fifth of the operations).
 _ORACLE_WEIGHTS = {"threshold": 8, "exact": 6, "jump": 3, "cross_deep": 4, "first_mark": 2}
+#: Perpetual flips and close orders above ``availPos`` (docs/decisions.md 32, 32a): in the
+#: oracle's mix only, so the other properties' seeded samples stay as they were.
+_ORACLE_SWAP_WEIGHTS = {"swap_flip": 3, "swap_close_pair": 3}
 _ORACLE_OPS = {
     (False, False): _ops(_WEIGHTS, _ORACLE_WEIGHTS),
     (True, False): _ops(_WEIGHTS, _ISO_WEIGHTS, _ORACLE_WEIGHTS),
-    (False, True): _ops(_WEIGHTS, _SWAP_WEIGHTS, _ORACLE_WEIGHTS),
-    (True, True): _ops(_WEIGHTS, _ISO_WEIGHTS, _SWAP_WEIGHTS, _ORACLE_WEIGHTS),
+    (False, True): _ops(_WEIGHTS, _SWAP_WEIGHTS, _ORACLE_WEIGHTS, _ORACLE_SWAP_WEIGHTS),
+    (True, True): _ops(_WEIGHTS, _ISO_WEIGHTS, _SWAP_WEIGHTS, _ORACLE_WEIGHTS, _ORACLE_SWAP_WEIGHTS),
 }
 
 
