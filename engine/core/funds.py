@@ -38,7 +38,8 @@ def amount(state: State, ccy: str, raw: str) -> Decimal:
     return value
 
 
-def _account(state: State, acct: str) -> Account:
+def known_account(state: State, acct: str) -> Account:
+    """The account ``acct``, or the refusal ``unknown_account``."""
     account = state.accounts.get(acct)
     if account is None:
         raise Rejected("unknown_account", f"acct {acct} has never deposited")
@@ -54,7 +55,7 @@ def deposit(ctx: Ctx, cmd: Deposit) -> None:
 def withdraw(ctx: Ctx, cmd: Withdraw) -> None:
     state = ctx.state
     amt = amount(state, cmd.ccy, cmd.amt)
-    account = _account(state, cmd.acct)
+    account = known_account(state, cmd.acct)
     bal = account.balances.get(cmd.ccy)
     free = bal.cash - bal.frozen if bal else ZERO
     if free < amt:
@@ -70,7 +71,7 @@ def withdraw(ctx: Ctx, cmd: Withdraw) -> None:
 def borrow(ctx: Ctx, cmd: Borrow) -> None:
     state = ctx.state
     amt = amount(state, cmd.ccy, cmd.amt)
-    account = _account(state, cmd.acct)
+    account = known_account(state, cmd.acct)
     failure = check_initial_margin(state, account, borrow={cmd.ccy: amt})
     if failure is not None:
         raise Rejected(*failure)
@@ -91,7 +92,7 @@ def emit_borrow(ctx: Ctx, acct: str, ccy: str, amt: Decimal, auto: bool) -> None
 def repay(ctx: Ctx, cmd: Repay) -> None:
     state = ctx.state
     amt = amount(state, cmd.ccy, cmd.amt)
-    account = _account(state, cmd.acct)
+    account = known_account(state, cmd.acct)
     bal = account.balances.get(cmd.ccy)
     owed = bal.liab + bal.interest if bal else ZERO
     if bal is None or owed == 0:

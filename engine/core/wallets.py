@@ -44,7 +44,7 @@ from decimal import Decimal
 import msgspec
 
 from engine.core.context import Ctx, Rejected
-from engine.core.funds import amount, emit_repay
+from engine.core.funds import amount, emit_repay, known_account
 from engine.core.money import ZERO, fmt, round_down, round_up
 from engine.core.risk import check_initial_margin, margin_excess
 from engine.core.state import FUTURES_SUFFIX, Account, State
@@ -86,16 +86,9 @@ def route(state: State, command: cmd.Command) -> cmd.Command:
     return command
 
 
-def _account(state: State, acct: str) -> Account:
-    account = state.accounts.get(acct)
-    if account is None:
-        raise Rejected("unknown_account", f"acct {acct} has never deposited")
-    return account
-
-
 def set_account_mode(ctx: Ctx, command: cmd.SetAccountMode) -> None:
     state = ctx.state
-    account = _account(state, command.acct)
+    account = known_account(state, command.acct)
     mode = command.acctMode
     if mode == account.acct_mode:
         raise Rejected("invalid_acctMode", f"acct {command.acct} is already in {mode} mode")
@@ -156,7 +149,7 @@ def transferable(state: State, wallet: Account, ccy: str) -> Decimal:
 
 def transfer(ctx: Ctx, command: cmd.Transfer) -> None:
     state = ctx.state
-    account = _account(state, command.acct)
+    account = known_account(state, command.acct)
     if account.acct_mode != "futures_wallet":
         raise Rejected(
             "invalid_acctMode", f"transfer needs acctMode futures_wallet: acct {command.acct} is {account.acct_mode}"
