@@ -1726,6 +1726,7 @@ def command_lines(max_ops: int = 12) -> st.SearchStrategy[bytes]:
 _NON_DECIMAL = frozenset(
     {"type", "id", "acct", "ccy", "instId", "clOrdId", "side", "ordType", "tdMode", "instType"}
     | {"baseCcy", "quoteCcy", "settleCcy", "mgnMode", "posSide", "posMode", "action", "accrual", "compounding"}
+    | {"acctMode", "from", "to"}
 )
 #: Decimal fields whose pattern allows a minus sign.
 _SIGNED = frozenset({"makerFee", "fundingRate"})
